@@ -1,1 +1,56 @@
-fn main() {}
+//! `mnemos`: serve, ingest, eval.
+
+use clap::Parser;
+use mnemos_gateway::cli::{check_model, load_settings, Cli, Command};
+use mnemos_gateway::serve;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tantivy=warn,hnsw_rs=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match &cli.command {
+        Command::Serve(a) => {
+            let s = load_settings(cli.config.as_ref(), &a.common, a.bind.as_deref())?;
+            check_model(&s)?;
+            rt.block_on(serve::serve(s))
+        }
+        Command::Ingest(a) => {
+            let s = load_settings(cli.config.as_ref(), &a.common, None)?;
+            check_model(&s)?;
+            rt.block_on(serve::ingest(s, a.beir.as_deref(), a.jsonl.as_deref(), a.batch))
+        }
+        Command::Eval(a) => {
+            let mut s = load_settings(cli.config.as_ref(), &a.common, None)?;
+            if a.common.no_dense {
+                let dense = ["dense", "rrf", "linear"];
+                if a.backends.iter().any(|m| dense.contains(&m.as_str())) {
+                    anyhow::bail!("--no-dense allows only --backends bm25");
+                }
+            }
+            check_model(&s)?;
+            let tmp;
+            let temporary = a.common.data_dir.is_none();
+            if temporary {
+                tmp = tempfile::tempdir()?;
+                s.server.data_dir = tmp.path().to_path_buf();
+            }
+            rt.block_on(serve::evaluate(s, &a.beir, &a.backends, &a.split, a.json, temporary))
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The dedicated compute pool for the text encoder, with dynamic batching.
+//!
+//! Model inference is synchronous CPU work; running it on tokio workers would
+//! stall every other request. Instead, `workers` OS threads each take the
+//! first waiting job, then drain whatever else is queued up to `max_batch`
+//! texts, and run one forward pass for all of them: under load, batches grow
+//! by themselves; when idle, a lone query runs at once with no added wait.
+//! The queue is bounded so overload is refused (503) instead of growing
+//! latency without limit.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use mnemos_models_core::Encoder;
+use tokio::sync::oneshot;
+
+use crate::{EngineError, Result};
+
+type Reply = oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>;
+
+struct Job {
+    texts: Vec<String>,
+    reply: Reply,
+}
+
+/// Counters the gateway exports as metrics.
+#[derive(Debug, Default)]
+pub struct EmbedStats {
+    /// Jobs waiting or running.
+    pub queue_depth: AtomicUsize,
+    pub batches: AtomicUsize,
+    pub texts: AtomicUsize,
+}
+
+pub struct EmbedPool {
+    tx: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    stats: Arc<EmbedStats>,
+    dim: usize,
+}
+
+impl EmbedPool {
+    pub fn new(
+        encoder: Arc<dyn Encoder>,
+        workers: usize,
+        max_batch: usize,
+        capacity: usize,
+    ) -> Self {
+        let (tx, rx) = sync_channel::<Job>(capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let stats = Arc::new(EmbedStats::default());
+        let dim = encoder.dim();
+        let handles = (0..workers.max(1))
+            .map(|i| {
+                let rx = Arc::clone(&rx);
+                let enc = Arc::clone(&encoder);
+                let stats = Arc::clone(&stats);
+                std::thread::Builder::new()
+                    .name(format!("mnemos-embed-{i}"))
+                    .spawn(move || worker(&rx, enc.as_ref(), max_batch.max(1), &stats))
+                    .expect("spawning an embedding thread")
+            })
+            .collect();
+        Self {
+            tx: Some(tx),
+            workers: handles,
+            stats,
+            dim,
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn stats(&self) -> &EmbedStats {
+        &self.stats
+    }
+
+    fn submit(&self, texts: Vec<String>) -> Result<oneshot::Receiver<std::result::Result<Vec<Vec<f32>>, String>>> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| EngineError::Unavailable("encoder is shutting down".into()))?;
+        self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send(Job { texts, reply }) {
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                Err(match e {
+                    TrySendError::Full(_) => {
+                        EngineError::Overloaded("the encoder queue is full; retry later".into())
+                    }
+                    TrySendError::Disconnected(_) => {
+                        EngineError::Unavailable("encoder workers stopped".into())
+                    }
+                })
+            }
+        }
+    }
+
+    /// Embeds texts on the pool; the caller's task waits without blocking a
+    /// tokio worker.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rx = self.submit(texts)?;
+        rx.await
+            .map_err(|_| EngineError::Internal("encoder worker dropped a request".into()))?
+            .map_err(EngineError::Model)
+    }
+}
+
+impl Drop for EmbedPool {
+    fn drop(&mut self) {
+        self.tx = None; // workers see a closed channel and exit
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(rx: &Mutex<Receiver<Job>>, encoder: &dyn Encoder, max_batch: usize, stats: &EmbedStats) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let Ok(guard) = rx.lock() else { return };
+            let Ok(first) = guard.recv() else { return };
+            let mut n = first.texts.len();
+            jobs.push(first);
+            while n < max_batch {
+                match guard.try_recv() {
+                    Ok(job) => {
+                        n += job.texts.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        run_batch(jobs, encoder, max_batch, stats);
+    }
+}
+
+fn run_batch(jobs: Vec<Job>, encoder: &dyn Encoder, max_batch: usize, stats: &EmbedStats) {
+    let texts: Vec<&str> = jobs
+        .iter()
+        .flat_map(|j| j.texts.iter().map(String::as_str))
+        .collect();
+    let mut vectors = Vec::with_capacity(texts.len());
+    let mut failure = None;
+    for chunk in texts.chunks(max_batch) {
+        let span = tracing::debug_span!("embed_batch", size = chunk.len());
+        let _enter = span.enter();
+        match encoder.embed(chunk) {
+            Ok(v) => vectors.extend(v),
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+    }
+    stats.texts.fetch_add(texts.len(), Ordering::Relaxed);
+    let mut rest = vectors.into_iter();
+    for job in jobs {
+        stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        let answer = match &failure {
+            Some(msg) => Err(msg.clone()),
+            None => Ok(rest.by_ref().take(job.texts.len()).collect()),
+        };
+        let _ = job.reply.send(answer); // the caller may have gone away
+    }
+}

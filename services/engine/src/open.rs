@@ -1,0 +1,209 @@
+//! Start-up: open the store and every enabled index, then reconcile each
+//! index against the store so that whatever a crash left behind (an index
+//! behind the store, or ahead of it after a lost remove) is repaired before
+//! the first query.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mnemos_bm25::{Bm25Index, Bm25Params};
+use mnemos_config::Settings;
+use mnemos_hnsw::{HnswParams, VectorIndex};
+use mnemos_index_core::{Document, IndexWrite, Seq};
+use mnemos_models_core::Encoder;
+use mnemos_store::{Store, StoreOptions};
+use mnemos_text::{EncoderOptions, MiniLmEncoder};
+
+use crate::{dense_text, Dense, EmbedPool, Engine, EngineError, Result};
+
+/// What start-up did, for the log.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub documents: usize,
+    pub reindexed_bm25: usize,
+    pub reembedded: usize,
+    pub removed_stale: usize,
+    pub seconds: f64,
+}
+
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T>> {
+    async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| EngineError::Internal(format!("start-up task failed: {e}")))?
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) everything under `settings.server.data_dir`.
+    pub async fn open(settings: Settings) -> Result<(Engine, Loaded)> {
+        let started = Instant::now();
+        let data_dir = settings.server.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|e| {
+            EngineError::Unavailable(format!("cannot create data dir {}: {e}", data_dir.display()))
+        })?;
+
+        let store_opts = StoreOptions {
+            fsync: settings.store.fsync,
+            compact_after_bytes: settings.store.compact_after_bytes,
+        };
+        let dir = data_dir.join("store");
+        let store = Arc::new(blocking(move || Ok(Store::open(&dir, store_opts)?)).await?);
+
+        let bm25 = if settings.bm25.enabled {
+            let dir = data_dir.join("bm25");
+            let params = Bm25Params {
+                k1: settings.bm25.k1,
+                b: settings.bm25.b,
+            };
+            Some(Arc::new(blocking(move || Ok(Bm25Index::open(&dir, params)?)).await?))
+        } else {
+            None
+        };
+
+        let dense = if settings.dense.enabled {
+            let model_dir = settings.dense.model_dir.clone();
+            let opts = EncoderOptions {
+                max_tokens: settings.dense.max_tokens,
+                ..EncoderOptions::default()
+            };
+            let encoder: Arc<dyn Encoder> = Arc::new(
+                blocking(move || {
+                    MiniLmEncoder::load(&model_dir, opts).map_err(|e| {
+                        EngineError::Unavailable(format!(
+                            "cannot load the dense model from {}: {e}",
+                            model_dir.display()
+                        ))
+                    })
+                })
+                .await?,
+            );
+            let dim = encoder.dim();
+            let h = &settings.hnsw;
+            let params = HnswParams {
+                m: h.m,
+                ef_construction: h.ef_construction,
+                ef_search: h.ef_search,
+                exact_below: h.exact_below,
+                compact_ratio: h.compact_ratio,
+            };
+            let dir = data_dir.join("dense");
+            let index = blocking(move || Ok(VectorIndex::open(&dir, dim, params)?)).await?;
+            let pool = EmbedPool::new(
+                encoder,
+                settings.dense.workers,
+                settings.dense.max_batch,
+                settings.dense.queue_capacity,
+            );
+            Some(Arc::new(Dense { pool, index }))
+        } else {
+            None
+        };
+
+        let engine = Engine {
+            settings,
+            store,
+            bm25,
+            dense,
+            write_lock: tokio::sync::Mutex::new(()),
+            data_dir,
+        };
+        let mut loaded = engine.reconcile().await?;
+        loaded.seconds = started.elapsed().as_secs_f64();
+        Ok((engine, loaded))
+    }
+
+    /// Brings every index in line with the store: adds what is missing or
+    /// stale (by seq), removes what the store no longer holds.
+    async fn reconcile(&self) -> Result<Loaded> {
+        let truth = self.store.versions();
+        let mut loaded = Loaded {
+            documents: truth.len(),
+            ..Loaded::default()
+        };
+        if let Some(bm25) = &self.bm25 {
+            let bm25 = Arc::clone(bm25);
+            let store = Arc::clone(&self.store);
+            let truth = truth.clone();
+            let (added, removed) = blocking(move || {
+                let have = bm25.indexed_versions()?;
+                let (todo, extra) = diff(&truth, &have);
+                let docs: Vec<(Arc<Document>, Seq)> =
+                    todo.iter().filter_map(|id| store.get(id)).collect();
+                for chunk in docs.chunks(1024) {
+                    let entries: Vec<(&str, Seq, &Document)> = chunk
+                        .iter()
+                        .map(|(d, s)| (d.id.as_str(), *s, d.as_ref()))
+                        .collect();
+                    bm25.upsert(&entries)?;
+                }
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                IndexWrite::<Document>::remove(bm25.as_ref(), &extra)?;
+                Ok((docs.len(), extra.len()))
+            })
+            .await?;
+            loaded.reindexed_bm25 = added;
+            loaded.removed_stale += removed;
+        }
+        if let Some(dense) = &self.dense {
+            let have = dense.index.indexed_versions()?;
+            let (todo, extra) = diff(&truth, &have);
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            IndexWrite::<[f32]>::remove(&dense.index, &extra)?;
+            loaded.removed_stale += extra.len();
+            for ids in todo.chunks(256) {
+                let docs: Vec<(Arc<Document>, Seq)> =
+                    ids.iter().filter_map(|id| self.store.get(id)).collect();
+                let texts = docs.iter().map(|(d, _)| dense_text(&d.title, &d.text)).collect();
+                let vectors = dense.pool.embed(texts).await?;
+                let entries: Vec<(&str, Seq, &[f32])> = docs
+                    .iter()
+                    .zip(&vectors)
+                    .map(|((d, s), v)| (d.id.as_str(), *s, v.as_slice()))
+                    .collect();
+                dense.index.upsert(&entries)?;
+                loaded.reembedded += entries.len();
+            }
+            if loaded.reembedded > 0 || !extra.is_empty() {
+                IndexWrite::<[f32]>::persist(&dense.index)?;
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+/// Ids whose indexed version differs from the store's (to index), and ids
+/// indexed but absent from the store (to remove). Sorted for determinism.
+fn diff(truth: &HashMap<String, Seq>, have: &HashMap<String, Seq>) -> (Vec<String>, Vec<String>) {
+    let mut todo: Vec<String> = truth
+        .iter()
+        .filter(|(id, seq)| have.get(*id) != Some(seq))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut extra: Vec<String> = have
+        .keys()
+        .filter(|id| !truth.contains_key(*id))
+        .cloned()
+        .collect();
+    todo.sort();
+    extra.sort();
+    (todo, extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::diff;
+    use std::collections::HashMap;
+
+    #[test]
+    fn diff_finds_missing_stale_and_extra() {
+        let truth: HashMap<String, u64> = [("a".into(), 1), ("b".into(), 5), ("c".into(), 2)].into();
+        let have: HashMap<String, u64> = [("a".into(), 1), ("b".into(), 3), ("z".into(), 4)].into();
+        let (todo, extra) = diff(&truth, &have);
+        assert_eq!(todo, vec!["b".to_string(), "c".to_string()]);
+        assert_eq!(extra, vec!["z".to_string()]);
+    }
+}

@@ -1,0 +1,147 @@
+//! The `mnemos` command line: `serve`, `ingest`, `eval`. Flags override the
+//! config file and `MNEMOS__*` variables (see `mnemos-config`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use mnemos_config::{Loader, Settings, ADMIN_TOKEN_ENV};
+
+#[derive(Debug, Parser)]
+#[command(name = "mnemos", version, about = "Retrieval over explicit, editable memory")]
+pub struct Cli {
+    /// A TOML config file (default: none; built-in defaults apply).
+    #[arg(long, global = true, env = "MNEMOS_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve(ServeArgs),
+    /// Index a collection into a data directory.
+    Ingest(IngestArgs),
+    /// Evaluate retrieval on a BEIR collection.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Where the store and indexes live (config `server.data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Model directory in hub layout (config `dense.model_dir`).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// Disable the dense backend (BM25 only; no model needed).
+    #[arg(long)]
+    pub no_dense: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (config `server.bind`).
+    #[arg(long)]
+    pub bind: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// A BEIR collection directory (reads `corpus.jsonl`).
+    #[arg(long, conflicts_with = "jsonl", required_unless_present = "jsonl")]
+    pub beir: Option<PathBuf>,
+    /// A JSONL file of `{"_id"|"id", "title", "text", "metadata"}` lines.
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
+    /// Documents per write batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A BEIR collection directory.
+    #[arg(long)]
+    pub beir: PathBuf,
+    /// Methods to score: any of bm25, dense, rrf, linear.
+    #[arg(long, value_delimiter = ',', default_value = "bm25,dense,rrf,linear")]
+    pub backends: Vec<String>,
+    /// The qrels split (`qrels/<split>.tsv`).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Print exactly one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Loads settings: defaults → file → env → flags.
+pub fn load_settings(
+    config: Option<&PathBuf>,
+    common: &Common,
+    bind: Option<&str>,
+) -> anyhow::Result<Settings> {
+    let mut loader = Loader::new();
+    if let Some(path) = config {
+        loader = loader.file(path)?;
+    }
+    loader = loader.env(std::env::vars())?;
+    let mut s = loader.build()?;
+    if let Some(b) = bind {
+        s.server.bind = b.to_string();
+    }
+    if let Some(d) = &common.data_dir {
+        s.server.data_dir = d.clone();
+    }
+    if let Some(m) = &common.model_dir {
+        s.dense.model_dir = m.clone();
+    }
+    if common.no_dense {
+        s.dense.enabled = false;
+        s.search.default_backends.retain(|b| b != "dense");
+        if s.search.default_backends.is_empty() {
+            s.search.default_backends.push("bm25".into());
+        }
+    }
+    if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV) {
+        if !token.is_empty() {
+            s.server.admin_token = Some(token);
+        }
+    }
+    s.dense.model_dir = resolve_model_dir(&s.dense.model_dir);
+    s.validate()?;
+    Ok(s)
+}
+
+/// A relative model dir is looked up from the working directory first, then
+/// from the source checkout this binary was built in, so `cargo run` works
+/// from any folder.
+fn resolve_model_dir(dir: &std::path::Path) -> PathBuf {
+    if dir.is_absolute() || dir.exists() {
+        return dir.to_path_buf();
+    }
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(dir);
+    if checkout.exists() {
+        checkout
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// A friendly message when the dense model is absent, before anything loads.
+pub fn check_model(s: &Settings) -> anyhow::Result<()> {
+    if s.dense.enabled && !s.dense.model_dir.join("config.json").exists() {
+        anyhow::bail!(
+            "the dense model is not installed at {}.\n  Run: scripts/install-models.sh\n  \
+             (or pass --model-dir DIR, or --no-dense for BM25 only)",
+            s.dense.model_dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The one place where errors become HTTP responses. Every body has the
+//! shape `{"error": {"code", "message"}}`, including axum's own rejections
+//! (bad JSON, body too large), which would otherwise answer in plain text.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mnemos_api::{ErrorDetail, ErrorResponse};
+use mnemos_engine::EngineError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+    }
+
+    pub fn not_ready() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the server is still loading its indexes",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorResponse {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        use StatusCode as S;
+        let (status, code) = match &e {
+            EngineError::InvalidArgument(_) => (S::BAD_REQUEST, "invalid_argument"),
+            EngineError::NotFound(_) => (S::NOT_FOUND, "not_found"),
+            EngineError::Overloaded(_) => (S::SERVICE_UNAVAILABLE, "overloaded"),
+            EngineError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            EngineError::Store(mnemos_store::StoreError::InvalidId(_)) => {
+                (S::BAD_REQUEST, "invalid_argument")
+            }
+            EngineError::Store(_) => (S::INTERNAL_SERVER_ERROR, "store_error"),
+            EngineError::Index(_) => (S::INTERNAL_SERVER_ERROR, "index_error"),
+            EngineError::Model(_) => (S::INTERNAL_SERVER_ERROR, "model_error"),
+            EngineError::Config(_) => (S::INTERNAL_SERVER_ERROR, "config_error"),
+            EngineError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() && status != S::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than the configured limit",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with `Content-Type: application/json`",
+            ),
+            _ => ApiError::bad_request(format!("malformed JSON body: {}", r.body_text())),
+        }
+    }
+}
+
+/// `axum::Json` whose rejections answer in our error shape.
+#[derive(axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct AppJson<T>(pub T);

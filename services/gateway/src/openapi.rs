@@ -1,0 +1,44 @@
+//! The OpenAPI document, generated from the handlers' annotations and the
+//! API types, so it cannot drift from the code.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{admin, health, search};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mnemos", description = "Retrieval over explicit, editable memory."),
+    paths(
+        health::healthz, health::readyz, health::metrics, health::stats,
+        search::search,
+        admin::upsert, admin::get, admin::remove, admin::remove_batch,
+    ),
+    components(schemas(
+        mnemos_api::SearchRequest, mnemos_api::FusionRequest, mnemos_api::SearchResponse,
+        mnemos_api::SearchHit, mnemos_api::SourceScore, mnemos_api::UpsertRequest,
+        mnemos_api::DocumentIn, mnemos_api::UpsertResponse, mnemos_api::RemoveResponse,
+        mnemos_api::BatchRemoveRequest, mnemos_api::BatchRemoveResponse,
+        mnemos_api::DocumentOut, mnemos_api::StatsResponse, mnemos_api::ErrorResponse,
+        mnemos_api::ErrorDetail,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

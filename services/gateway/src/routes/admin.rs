@@ -1,0 +1,120 @@
+//! `/v1/admin/documents`: upsert, read, remove. Every write is durable
+//! (fsynced in the store's log) and searchable before the response.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use mnemos_api::{
+    BatchRemoveRequest, BatchRemoveResponse, DocumentOut, RemoveResponse, UpsertRequest,
+    UpsertResponse,
+};
+use mnemos_index_core::Document;
+
+use crate::error::{ApiError, AppJson};
+use crate::{auth, AppState};
+
+/// Insert or replace documents.
+#[utoipa::path(post, path = "/v1/admin/documents", request_body = UpsertRequest,
+    security(("bearer" = [])), responses(
+    (status = 200, body = UpsertResponse),
+    (status = 400, body = mnemos_api::ErrorResponse),
+    (status = 401, body = mnemos_api::ErrorResponse),
+    (status = 403, body = mnemos_api::ErrorResponse),
+    (status = 413, body = mnemos_api::ErrorResponse)))]
+pub async fn upsert(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    AppJson(req): AppJson<UpsertRequest>,
+) -> Result<Json<UpsertResponse>, ApiError> {
+    auth::check_admin(&headers, state.admin_token.as_deref())?;
+    let engine = state.require_ready()?;
+    let docs: Vec<Document> = req
+        .documents
+        .into_iter()
+        .map(|d| Document {
+            id: d.id,
+            title: d.title,
+            text: d.text,
+            metadata: d.metadata,
+        })
+        .collect();
+    let n = docs.len();
+    let out = engine.upsert(docs).await?;
+    Ok(Json(UpsertResponse {
+        upserted: n,
+        seq: out.seq,
+    }))
+}
+
+/// Read one stored document.
+#[utoipa::path(get, path = "/v1/admin/documents/{id}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "document id")),
+    responses((status = 200, body = DocumentOut), (status = 404, body = mnemos_api::ErrorResponse)))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<DocumentOut>, ApiError> {
+    auth::check_admin(&headers, state.admin_token.as_deref())?;
+    let engine = state.require_engine()?;
+    let (doc, seq) = engine
+        .store()
+        .get(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no document `{id}`")))?;
+    Ok(Json(DocumentOut {
+        id: doc.id.clone(),
+        title: doc.title.clone(),
+        text: doc.text.clone(),
+        metadata: doc.metadata.clone(),
+        seq,
+    }))
+}
+
+/// Remove one document; 404 if it does not exist.
+#[utoipa::path(delete, path = "/v1/admin/documents/{id}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "document id")),
+    responses((status = 200, body = RemoveResponse), (status = 404, body = mnemos_api::ErrorResponse)))]
+pub async fn remove(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RemoveResponse>, ApiError> {
+    auth::check_admin(&headers, state.admin_token.as_deref())?;
+    let engine = state.require_ready()?;
+    let out = engine.remove(vec![id.clone()]).await?;
+    if out.affected.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no document `{id}`"),
+        ));
+    }
+    Ok(Json(RemoveResponse {
+        removed: true,
+        seq: out.seq,
+    }))
+}
+
+/// Remove several documents; unknown ids are listed, not an error.
+#[utoipa::path(post, path = "/v1/admin/documents/delete", request_body = BatchRemoveRequest,
+    security(("bearer" = [])), responses((status = 200, body = BatchRemoveResponse)))]
+pub async fn remove_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    AppJson(req): AppJson<BatchRemoveRequest>,
+) -> Result<Json<BatchRemoveResponse>, ApiError> {
+    auth::check_admin(&headers, state.admin_token.as_deref())?;
+    let engine = state.require_ready()?;
+    let asked = req.ids.clone();
+    let out = engine.remove(req.ids).await?;
+    let removed: std::collections::HashSet<&String> = out.affected.iter().collect();
+    let mut not_found: Vec<String> = asked.into_iter().filter(|id| !removed.contains(id)).collect();
+    not_found.dedup();
+    Ok(Json(BatchRemoveResponse {
+        removed: out.affected.len(),
+        not_found,
+        seq: out.seq,
+    }))
+}

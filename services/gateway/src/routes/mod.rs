@@ -1,0 +1,5 @@
+//! One module per endpoint group.
+
+pub mod admin;
+pub mod health;
+pub mod search;

@@ -1,0 +1,44 @@
+//! Helpers shared by the integration tests.
+
+use std::path::PathBuf;
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// The installed MiniLM directory, or `None` (tests then run BM25 only and
+/// say so).
+pub fn model_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("MNEMOS_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/weights/all-MiniLM-L6-v2")
+        });
+    if dir.join("config.json").exists() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "note: no model at {} (run scripts/install-models.sh); testing BM25 only",
+            dir.display()
+        );
+        None
+    }
+}
+
+pub fn docs_json(docs: &[(&str, &str, &str)]) -> serde_json::Value {
+    serde_json::json!({
+        "documents": docs
+            .iter()
+            .map(|(id, title, text)| serde_json::json!({"id": id, "title": title, "text": text}))
+            .collect::<Vec<_>>()
+    })
+}
+
+pub fn hit_ids(resp: &serde_json::Value) -> Vec<String> {
+    resp["hits"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

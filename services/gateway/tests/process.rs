@@ -1,0 +1,189 @@
+//! The real `mnemos` binary: a removal acknowledged just before `kill -9`
+//! stays removed after restart, in every backend; upserts survive too.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{docs_json, hit_ids, model_dir, TOKEN};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mnemos"));
+        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .env("MNEMOS_ADMIN_TOKEN", TOKEN)
+            .env("MNEMOS__SERVER__SEED_DEMO", "false")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        match model_dir() {
+            Some(m) => {
+                cmd.arg("--model-dir").arg(m);
+            }
+            None => {
+                cmd.arg("--no-dense");
+            }
+        }
+        let child = cmd.spawn().expect("starting mnemos");
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(r) = Self::agent().get(&format!("{}/readyz", self.base)).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server at {} not ready in time", self.base);
+    }
+
+    fn post(&self, path: &str, body: &serde_json::Value, admin: bool) -> (u16, serde_json::Value) {
+        let mut req = Self::agent().post(&format!("{}{path}", self.base));
+        if admin {
+            req = req.header("Authorization", &format!("Bearer {TOKEN}"));
+        }
+        let mut resp = req.send_json(body).expect("request sent");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_json().unwrap_or_default())
+    }
+
+    fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        let mut resp = Self::agent()
+            .delete(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .expect("request sent");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_json().unwrap_or_default())
+    }
+
+    fn search(&self, query: &str, backend: &str) -> Vec<String> {
+        let body = serde_json::json!({"query": query, "k": 50, "backends": [backend]});
+        let (status, resp) = self.post("/v1/search", &body, false);
+        assert_eq!(status, 200, "{resp}");
+        hit_ids(&resp)
+    }
+
+    fn kill9(mut self) {
+        // SIGKILL: no shutdown hook runs, nothing is flushed by us.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn backends() -> Vec<&'static str> {
+    if model_dir().is_some() {
+        vec!["bm25", "dense"]
+    } else {
+        vec!["bm25"]
+    }
+}
+
+#[test]
+fn removal_survives_kill_9_right_after_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let docs: Vec<(String, String, String)> = (0..40)
+        .map(|i| {
+            (
+                format!("doc-{i}"),
+                format!("Aurora report {i}"),
+                format!("Aurora borealis sighting number {i} over the northern fjords."),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = docs
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    let (st, body) = server.post("/v1/admin/documents", &docs_json(&refs), true);
+    assert_eq!(st, 200, "{body}");
+    for b in backends() {
+        assert!(server.search("aurora borealis sighting", b).contains(&"doc-7".to_string()));
+    }
+    // Replace one document, remove others, and kill the process the moment
+    // the last acknowledgement arrives.
+    let (st, _) = server.post(
+        "/v1/admin/documents",
+        &docs_json(&[("doc-1", "Glacier note", "A glacier calved into the sea.")]),
+        true,
+    );
+    assert_eq!(st, 200);
+    let (st, body) = server.post(
+        "/v1/admin/documents/delete",
+        &serde_json::json!({"ids": ["doc-3", "doc-4", "doc-5"]}),
+        true,
+    );
+    assert_eq!((st, body["removed"].as_u64()), (200, Some(3)), "{body}");
+    let (st, body) = server.delete("/v1/admin/documents/doc-7");
+    assert_eq!(st, 200, "{body}");
+    server.kill9();
+
+    let server = Server::start(dir.path());
+    let removed = ["doc-3", "doc-4", "doc-5", "doc-7"];
+    for b in backends() {
+        let ids = server.search("aurora borealis sighting northern fjords", b);
+        for r in removed {
+            assert!(!ids.contains(&r.to_string()), "{b} served removed {r}: {ids:?}");
+        }
+        assert!(ids.contains(&"doc-8".to_string()), "{b}: {ids:?}");
+        assert!(!ids.contains(&"doc-1".to_string()), "{b} served stale doc-1: {ids:?}");
+        assert_eq!(server.search("glacier calved", b).first().map(String::as_str), Some("doc-1"));
+    }
+    // A remove acknowledged again after restart still answers 404 for gone ids.
+    let (st, _) = server.delete("/v1/admin/documents/doc-7");
+    assert_eq!(st, 404);
+    server.stop();
+
+    // A clean restart after SIGTERM (indexes persisted) serves the same.
+    let server = Server::start(dir.path());
+    for b in backends() {
+        let ids = server.search("aurora borealis sighting northern fjords", b);
+        assert!(removed.iter().all(|r| !ids.contains(&r.to_string())), "{b}: {ids:?}");
+        assert_eq!(ids.iter().filter(|i| *i != "doc-1").count(), 35, "{b}: {ids:?}");
+    }
+    server.stop();
+}
