@@ -59,7 +59,7 @@ impl Engine {
                 k1: settings.bm25.k1,
                 b: settings.bm25.b,
             };
-            Some(Arc::new(blocking(move || Ok(Bm25Index::open(&dir, params)?)).await?))
+            Some(Arc::new(blocking(move || Ok(Bm25Index::open(&dir, params).map_err(mnemos_index_core::IndexError::from)?)).await?))
         } else {
             None
         };

@@ -61,6 +61,12 @@ impl From<EngineError> for ApiError {
             EngineError::Store(mnemos_store::StoreError::InvalidId(_)) => {
                 (S::BAD_REQUEST, "invalid_argument")
             }
+            EngineError::Store(mnemos_store::StoreError::RecordTooLarge { .. }) => {
+                (S::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            EngineError::Store(mnemos_store::StoreError::Poisoned) => {
+                (S::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
             EngineError::Store(_) => (S::INTERNAL_SERVER_ERROR, "store_error"),
             EngineError::Index(_) => (S::INTERNAL_SERVER_ERROR, "index_error"),
             EngineError::Model(_) => (S::INTERNAL_SERVER_ERROR, "model_error"),

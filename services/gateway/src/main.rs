@@ -5,6 +5,14 @@ use mnemos_gateway::cli::{check_model, load_settings, Cli, Command};
 use mnemos_gateway::serve;
 
 fn main() -> std::process::ExitCode {
+    // One thread per inference worker: two threads in one gemm were slower
+    // than one on this class of machine (PITFALLS.md), and requests already
+    // run in parallel across workers. Set before any thread pool starts.
+    for (key, value) in [("RAYON_NUM_THREADS", "1"), ("TOKENIZERS_PARALLELISM", "false")] {
+        if std::env::var_os(key).is_none() {
+            std::env::set_var(key, value);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
