@@ -54,10 +54,12 @@ impl Loader {
             path: path.display().to_string(),
             source,
         })?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.message().to_string(),
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.display().to_string(),
+                message: e.message().to_string(),
+            })?;
         merge(&mut self.tree, table);
         Ok(self)
     }

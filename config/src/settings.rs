@@ -205,7 +205,10 @@ impl Settings {
         if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
                 "server.bind",
-                format!("`{}` is not an address like 127.0.0.1:8080", self.server.bind),
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    self.server.bind
+                ),
             ));
         }
         if self.server.max_body_bytes < 1024 {
@@ -220,13 +223,19 @@ impl Settings {
             }
         }
         if self.search.default_backends.is_empty() {
-            return Err(invalid("search.default_backends", "name at least one backend"));
+            return Err(invalid(
+                "search.default_backends",
+                "name at least one backend",
+            ));
         }
         for b in &self.search.default_backends {
             if !KNOWN_BACKENDS.contains(&b.as_str()) {
                 return Err(invalid(
                     "search.default_backends",
-                    format!("unknown backend `{b}` (known: {})", KNOWN_BACKENDS.join(", ")),
+                    format!(
+                        "unknown backend `{b}` (known: {})",
+                        KNOWN_BACKENDS.join(", ")
+                    ),
                 ));
             }
             if !self.backend_enabled(b) {
@@ -290,7 +299,10 @@ impl Settings {
             return Err(invalid("hnsw.compact_ratio", "must be in (0, 1]"));
         }
         if !self.bm25.enabled && !self.dense.enabled {
-            return Err(invalid("bm25.enabled", "at least one backend must be enabled"));
+            return Err(invalid(
+                "bm25.enabled",
+                "at least one backend must be enabled",
+            ));
         }
         Ok(())
     }
@@ -330,7 +342,10 @@ mod tests {
         let s = Loader::new()
             .env([
                 ("MNEMOS__DENSE__MAX_BATCH".to_string(), "16".to_string()),
-                ("MNEMOS__SERVER__BIND".to_string(), "127.0.0.1:9999".to_string()),
+                (
+                    "MNEMOS__SERVER__BIND".to_string(),
+                    "127.0.0.1:9999".to_string(),
+                ),
                 ("OTHER".to_string(), "x".to_string()),
             ])
             .unwrap()

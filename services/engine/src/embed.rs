@@ -79,7 +79,10 @@ impl EmbedPool {
         &self.stats
     }
 
-    fn submit(&self, texts: Vec<String>) -> Result<oneshot::Receiver<std::result::Result<Vec<Vec<f32>>, String>>> {
+    fn submit(
+        &self,
+        texts: Vec<String>,
+    ) -> Result<oneshot::Receiver<std::result::Result<Vec<Vec<f32>>, String>>> {
         let (reply, rx) = oneshot::channel();
         let tx = self
             .tx

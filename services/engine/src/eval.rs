@@ -127,14 +127,23 @@ pub async fn evaluate(
             Vec::new()
         };
         let lists = [
-            Ranked { backend: "bm25", hits: bm25.clone() },
-            Ranked { backend: "dense", hits: dense.clone() },
+            Ranked {
+                backend: "bm25",
+                hits: bm25.clone(),
+            },
+            Ranked {
+                backend: "dense",
+                hits: dense.clone(),
+            },
         ];
         for m in methods {
             let ranked = match m.as_str() {
                 "bm25" => ids(&bm25),
                 "dense" => ids(&dense),
-                "rrf" => fuse_rrf(&lists, s.rrf_k, 100).into_iter().map(|h| h.id).collect(),
+                "rrf" => fuse_rrf(&lists, s.rrf_k, 100)
+                    .into_iter()
+                    .map(|h| h.id)
+                    .collect(),
                 _ => fuse_linear(&lists, &s.linear_weights, s.normalization, 100)
                     .into_iter()
                     .map(|h| h.id)

@@ -76,9 +76,11 @@ pub fn fuse_rrf(lists: &[Ranked<'_>], rrf_k: f32, k: usize) -> Vec<FusedHit> {
 /// A list whose scores are all equal maps to 1 (min-max) or 0 (z-score).
 fn normalizer(hits: &[Hit], how: Normalization) -> impl Fn(f32) -> f32 {
     let n = hits.len().max(1) as f32;
-    let (min, max) = hits.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), h| {
-        (lo.min(h.score), hi.max(h.score))
-    });
+    let (min, max) = hits
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), h| {
+            (lo.min(h.score), hi.max(h.score))
+        });
     let mean = hits.iter().map(|h| h.score).sum::<f32>() / n;
     let var = hits.iter().map(|h| (h.score - mean).powi(2)).sum::<f32>() / n;
     let std = var.sqrt();

@@ -155,6 +155,16 @@ impl Engine {
     }
 }
 
+/// Runs synchronous index or store work on tokio's blocking pool, so it
+/// never stalls the async workers that serve requests.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Internal(format!("blocking task failed: {e}")))?
+}
+
 /// The text the dense encoder sees for a document (BEIR's convention:
 /// title, a space, then the body).
 pub fn dense_text(title: &str, text: &str) -> String {

@@ -15,7 +15,7 @@ use mnemos_models_core::Encoder;
 use mnemos_store::{Store, StoreOptions};
 use mnemos_text::{EncoderOptions, MiniLmEncoder};
 
-use crate::{dense_text, Dense, EmbedPool, Engine, EngineError, Result};
+use crate::{blocking, dense_text, Dense, EmbedPool, Engine, EngineError, Result};
 
 /// What start-up did, for the log.
 #[derive(Debug, Default)]
@@ -27,23 +27,16 @@ pub struct Loaded {
     pub seconds: f64,
 }
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| EngineError::Internal(format!("start-up task failed: {e}")))?
-    }
-}
-
 impl Engine {
     /// Opens (or creates) everything under `settings.server.data_dir`.
     pub async fn open(settings: Settings) -> Result<(Engine, Loaded)> {
         let started = Instant::now();
         let data_dir = settings.server.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| {
-            EngineError::Unavailable(format!("cannot create data dir {}: {e}", data_dir.display()))
+            EngineError::Unavailable(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
         })?;
 
         let store_opts = StoreOptions {
@@ -59,7 +52,13 @@ impl Engine {
                 k1: settings.bm25.k1,
                 b: settings.bm25.b,
             };
-            Some(Arc::new(blocking(move || Ok(Bm25Index::open(&dir, params).map_err(mnemos_index_core::IndexError::from)?)).await?))
+            Some(Arc::new(
+                blocking(move || {
+                    Ok(Bm25Index::open(&dir, params)
+                        .map_err(mnemos_index_core::IndexError::from)?)
+                })
+                .await?,
+            ))
         } else {
             None
         };
@@ -157,7 +156,10 @@ impl Engine {
             for ids in todo.chunks(256) {
                 let docs: Vec<(Arc<Document>, Seq)> =
                     ids.iter().filter_map(|id| self.store.get(id)).collect();
-                let texts = docs.iter().map(|(d, _)| dense_text(&d.title, &d.text)).collect();
+                let texts = docs
+                    .iter()
+                    .map(|(d, _)| dense_text(&d.title, &d.text))
+                    .collect();
                 let vectors = dense.pool.embed(texts).await?;
                 let entries: Vec<(&str, Seq, &[f32])> = docs
                     .iter()
@@ -200,7 +202,8 @@ mod tests {
 
     #[test]
     fn diff_finds_missing_stale_and_extra() {
-        let truth: HashMap<String, u64> = [("a".into(), 1), ("b".into(), 5), ("c".into(), 2)].into();
+        let truth: HashMap<String, u64> =
+            [("a".into(), 1), ("b".into(), 5), ("c".into(), 2)].into();
         let have: HashMap<String, u64> = [("a".into(), 1), ("b".into(), 3), ("z".into(), 4)].into();
         let (todo, extra) = diff(&truth, &have);
         assert_eq!(todo, vec!["b".to_string(), "c".to_string()]);

@@ -28,7 +28,9 @@ pub struct SearchPlan {
 
 #[derive(Debug, Clone)]
 pub enum Fusion {
-    Rrf { k: f32 },
+    Rrf {
+        k: f32,
+    },
     Linear {
         weights: BTreeMap<String, f32>,
         normalization: Normalization,
@@ -128,7 +130,12 @@ impl Engine {
     }
 
     /// One backend's ranked list, with ids the store no longer holds dropped.
-    pub async fn backend_hits(&self, backend: Backend, query: &str, depth: usize) -> Result<Vec<Hit>> {
+    pub async fn backend_hits(
+        &self,
+        backend: Backend,
+        query: &str,
+        depth: usize,
+    ) -> Result<Vec<Hit>> {
         let hits = match backend {
             Backend::Bm25 => {
                 let index = Arc::clone(self.bm25.as_ref().ok_or_else(|| disabled(backend))?);
@@ -140,7 +147,9 @@ impl Engine {
             Backend::Dense => {
                 let dense = Arc::clone(self.dense.as_ref().ok_or_else(|| disabled(backend))?);
                 let mut v = dense.pool.embed(vec![query.to_string()]).await?;
-                let qv = v.pop().ok_or_else(|| EngineError::Internal("no query vector".into()))?;
+                let qv = v
+                    .pop()
+                    .ok_or_else(|| EngineError::Internal("no query vector".into()))?;
                 tokio::task::spawn_blocking(move || dense.index.search(qv.as_slice(), depth))
                     .await
                     .map_err(|e| EngineError::Internal(format!("dense search task: {e}")))??
@@ -148,7 +157,10 @@ impl Engine {
         };
         // The store is the authority on what exists: an index that lags can
         // never serve a removed document.
-        Ok(hits.into_iter().filter(|h| self.store.contains(&h.id)).collect())
+        Ok(hits
+            .into_iter()
+            .filter(|h| self.store.contains(&h.id))
+            .collect())
     }
 
     async fn execute(&self, plan: &SearchPlan) -> Result<Vec<SearchHit>> {
@@ -219,7 +231,11 @@ async fn futures_join<'p>(
         },
         async {
             if dense {
-                Some(engine.backend_hits(Backend::Dense, &plan.query, depth).await)
+                Some(
+                    engine
+                        .backend_hits(Backend::Dense, &plan.query, depth)
+                        .await,
+                )
             } else {
                 None
             }

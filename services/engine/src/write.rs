@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use mnemos_index_core::{Document, IndexWrite, Seq};
 
-use crate::{dense_text, Engine, EngineError, Result};
+use crate::{blocking, dense_text, Engine, EngineError, Result};
 
 /// Most documents in one upsert call.
 pub const MAX_BATCH_DOCS: usize = 10_000;
@@ -40,17 +40,13 @@ pub struct WriteOutcome {
     pub timings: UpsertTimings,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| EngineError::Internal(format!("write task failed: {e}")))?
-}
-
 impl Engine {
     /// Inserts or replaces documents. Durable and searchable on return.
     pub async fn upsert(&self, docs: Vec<Document>) -> Result<WriteOutcome> {
         if docs.is_empty() {
-            return Err(EngineError::InvalidArgument("`documents` must not be empty".into()));
+            return Err(EngineError::InvalidArgument(
+                "`documents` must not be empty".into(),
+            ));
         }
         if docs.len() > MAX_BATCH_DOCS {
             return Err(EngineError::InvalidArgument(format!(
@@ -124,7 +120,9 @@ impl Engine {
     /// also after a restart or a crash.
     pub async fn remove(&self, ids: Vec<String>) -> Result<WriteOutcome> {
         if ids.is_empty() {
-            return Err(EngineError::InvalidArgument("`ids` must not be empty".into()));
+            return Err(EngineError::InvalidArgument(
+                "`ids` must not be empty".into(),
+            ));
         }
         if ids.len() > MAX_BATCH_DOCS {
             return Err(EngineError::InvalidArgument(format!(

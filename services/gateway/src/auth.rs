@@ -69,10 +69,23 @@ mod tests {
     fn admin_rules() {
         let t = Some("s3cret-token");
         assert!(check_admin(&headers("Bearer s3cret-token"), t).is_ok());
-        assert_eq!(check_admin(&headers("Bearer wrong"), t).unwrap_err().status, 401);
+        assert_eq!(
+            check_admin(&headers("Bearer wrong"), t).unwrap_err().status,
+            401
+        );
         assert_eq!(check_admin(&HeaderMap::new(), t).unwrap_err().status, 401);
-        assert_eq!(check_admin(&headers("Basic s3cret-token"), t).unwrap_err().status, 401);
-        assert_eq!(check_admin(&headers("Bearer s3cret-token"), None).unwrap_err().status, 403);
+        assert_eq!(
+            check_admin(&headers("Basic s3cret-token"), t)
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            check_admin(&headers("Bearer s3cret-token"), None)
+                .unwrap_err()
+                .status,
+            403
+        );
         assert!(check_read(&HeaderMap::new(), None).is_ok());
     }
 }

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use mnemos_config::{Loader, Settings, ADMIN_TOKEN_ENV};
 
 #[derive(Debug, Parser)]
-#[command(name = "mnemos", version, about = "Retrieval over explicit, editable memory")]
+#[command(
+    name = "mnemos",
+    version,
+    about = "Retrieval over explicit, editable memory"
+)]
 pub struct Cli {
     /// A TOML config file (default: none; built-in defaults apply).
     #[arg(long, global = true, env = "MNEMOS_CONFIG")]
@@ -126,7 +130,9 @@ fn resolve_model_dir(dir: &std::path::Path) -> PathBuf {
     if dir.is_absolute() || dir.exists() {
         return dir.to_path_buf();
     }
-    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(dir);
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(dir);
     if checkout.exists() {
         checkout
     } else {

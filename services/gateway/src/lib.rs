@@ -125,4 +125,3 @@ async fn method_not_allowed() -> ApiError {
         "this route does not accept that method",
     )
 }
-

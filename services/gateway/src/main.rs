@@ -8,7 +8,10 @@ fn main() -> std::process::ExitCode {
     // One thread per inference worker: two threads in one gemm were slower
     // than one on this class of machine (PITFALLS.md), and requests already
     // run in parallel across workers. Set before any thread pool starts.
-    for (key, value) in [("RAYON_NUM_THREADS", "1"), ("TOKENIZERS_PARALLELISM", "false")] {
+    for (key, value) in [
+        ("RAYON_NUM_THREADS", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ] {
         if std::env::var_os(key).is_none() {
             std::env::set_var(key, value);
         }
@@ -31,7 +34,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match &cli.command {
         Command::Serve(a) => {
             let s = load_settings(cli.config.as_ref(), &a.common, a.bind.as_deref())?;
@@ -41,7 +46,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(a) => {
             let s = load_settings(cli.config.as_ref(), &a.common, None)?;
             check_model(&s)?;
-            rt.block_on(serve::ingest(s, a.beir.as_deref(), a.jsonl.as_deref(), a.batch))
+            rt.block_on(serve::ingest(
+                s,
+                a.beir.as_deref(),
+                a.jsonl.as_deref(),
+                a.batch,
+            ))
         }
         Command::Eval(a) => {
             let mut s = load_settings(cli.config.as_ref(), &a.common, None)?;
@@ -58,7 +68,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tmp = tempfile::tempdir()?;
                 s.server.data_dir = tmp.path().to_path_buf();
             }
-            rt.block_on(serve::evaluate(s, &a.beir, &a.backends, &a.split, a.json, temporary))
+            rt.block_on(serve::evaluate(
+                s,
+                &a.beir,
+                &a.backends,
+                &a.split,
+                a.json,
+                temporary,
+            ))
         }
     }
 }

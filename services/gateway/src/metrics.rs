@@ -31,13 +31,19 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("mnemos_http_requests_total", "HTTP requests by route and status"),
+            Opts::new(
+                "mnemos_http_requests_total",
+                "HTTP requests by route and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("mnemos_http_request_duration_seconds", "HTTP latency by route")
-                .buckets(BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "mnemos_http_request_duration_seconds",
+                "HTTP latency by route",
+            )
+            .buckets(BUCKETS.to_vec()),
             &["route", "method"],
         )
         .expect("valid metric");

@@ -33,8 +33,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(bind = %settings.server.bind, data_dir = %settings.server.data_dir.display(), "listening");
 
     let loader = tokio::spawn(load(Arc::clone(&state), settings));
-    let server = axum::serve(listener, app(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown_signal());
+    let server =
+        axum::serve(listener, app(Arc::clone(&state))).with_graceful_shutdown(shutdown_signal());
     server.await.context("server failed")?;
     loader.abort();
     if let Some(engine) = state.engine() {
@@ -106,10 +106,14 @@ async fn seed_demo(engine: &Engine) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut docs = Vec::new();
-    beir::read_corpus_from(DEMO_CORPUS.as_bytes(), Path::new("demo/corpus.jsonl"), &mut |d| {
-        docs.push(d);
-        Ok(())
-    })?;
+    beir::read_corpus_from(
+        DEMO_CORPUS.as_bytes(),
+        Path::new("demo/corpus.jsonl"),
+        &mut |d| {
+            docs.push(d);
+            Ok(())
+        },
+    )?;
     let n = docs.len();
     ingest_docs(engine, docs, 256, false).await?;
     engine.persist()?;
@@ -222,7 +226,11 @@ pub async fn evaluate(
     if json {
         writeln!(out, "{}", serde_json::to_string(&results)?)?;
     } else {
-        writeln!(out, "{:<8} {:>9} {:>11} {:>8}", "method", "nDCG@10", "Recall@100", "MRR@10")?;
+        writeln!(
+            out,
+            "{:<8} {:>9} {:>11} {:>8}",
+            "method", "nDCG@10", "Recall@100", "MRR@10"
+        )?;
         for (m, r) in &results {
             writeln!(
                 out,

@@ -59,10 +59,13 @@ pub async fn get(
 ) -> Result<Json<DocumentOut>, ApiError> {
     auth::check_admin(&headers, state.admin_token.as_deref())?;
     let engine = state.require_engine()?;
-    let (doc, seq) = engine
-        .store()
-        .get(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no document `{id}`")))?;
+    let (doc, seq) = engine.store().get(&id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no document `{id}`"),
+        )
+    })?;
     Ok(Json(DocumentOut {
         id: doc.id.clone(),
         title: doc.title.clone(),
@@ -110,7 +113,10 @@ pub async fn remove_batch(
     let asked = req.ids.clone();
     let out = engine.remove(req.ids).await?;
     let removed: std::collections::HashSet<&String> = out.affected.iter().collect();
-    let mut not_found: Vec<String> = asked.into_iter().filter(|id| !removed.contains(id)).collect();
+    let mut not_found: Vec<String> = asked
+        .into_iter()
+        .filter(|id| !removed.contains(id))
+        .collect();
     not_found.dedup();
     Ok(Json(BatchRemoveResponse {
         removed: out.affected.len(),

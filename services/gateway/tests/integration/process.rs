@@ -27,13 +27,18 @@ impl Server {
             .unwrap()
             .port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mnemos"));
-        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data_dir)
-            .env("MNEMOS_ADMIN_TOKEN", TOKEN)
-            .env("MNEMOS__SERVER__SEED_DEMO", "false")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("MNEMOS_ADMIN_TOKEN", TOKEN)
+        .env("MNEMOS__SERVER__SEED_DEMO", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
         match model_dir() {
             Some(m) => {
                 cmd.arg("--model-dir").arg(m);
@@ -154,7 +159,9 @@ fn removal_survives_kill_9_right_after_ack() {
     let (st, body) = server.post("/v1/admin/documents", &docs_json(&refs), true);
     assert_eq!(st, 200, "{body}");
     for b in backends() {
-        assert!(server.search("aurora borealis sighting", b).contains(&"doc-7".to_string()));
+        assert!(server
+            .search("aurora borealis sighting", b)
+            .contains(&"doc-7".to_string()));
     }
     // Replace one document, remove others, and kill the process the moment
     // the last acknowledgement arrives.
@@ -180,13 +187,25 @@ fn removal_survives_kill_9_right_after_ack() {
     for b in backends() {
         let ids = server.search("aurora borealis sighting northern fjords", b);
         for r in removed {
-            assert!(!ids.contains(&r.to_string()), "{b} served removed {r}: {ids:?}");
+            assert!(
+                !ids.contains(&r.to_string()),
+                "{b} served removed {r}: {ids:?}"
+            );
         }
         assert!(ids.contains(&"doc-8".to_string()), "{b}: {ids:?}");
         if b == "bm25" {
-            assert!(!ids.contains(&"doc-1".to_string()), "{b} matched stale doc-1: {ids:?}");
+            assert!(
+                !ids.contains(&"doc-1".to_string()),
+                "{b} matched stale doc-1: {ids:?}"
+            );
         }
-        assert_eq!(server.search("glacier calved", b).first().map(String::as_str), Some("doc-1"));
+        assert_eq!(
+            server
+                .search("glacier calved", b)
+                .first()
+                .map(String::as_str),
+            Some("doc-1")
+        );
     }
     // A remove acknowledged again after restart still answers 404 for gone ids.
     let (st, _) = server.delete("/v1/admin/documents/doc-7");
@@ -197,8 +216,15 @@ fn removal_survives_kill_9_right_after_ack() {
     let server = Server::start(dir.path());
     for b in backends() {
         let ids = server.search("aurora borealis sighting northern fjords", b);
-        assert!(removed.iter().all(|r| !ids.contains(&r.to_string())), "{b}: {ids:?}");
-        assert_eq!(ids.iter().filter(|i| *i != "doc-1").count(), 35, "{b}: {ids:?}");
+        assert!(
+            removed.iter().all(|r| !ids.contains(&r.to_string())),
+            "{b}: {ids:?}"
+        );
+        assert_eq!(
+            ids.iter().filter(|i| *i != "doc-1").count(),
+            35,
+            "{b}: {ids:?}"
+        );
     }
     server.stop();
 }

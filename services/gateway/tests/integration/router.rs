@@ -67,7 +67,9 @@ async fn call(
     };
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
     let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     (status, json)
 }
@@ -77,20 +79,46 @@ fn search_body(query: &str, backends: &[&str]) -> String {
 }
 
 const DOCS: &[(&str, &str, &str)] = &[
-    ("heart", "Heart attack", "A heart attack happens when blood flow to the heart muscle is blocked."),
-    ("mi", "Myocardial infarction", "Myocardial infarction is the death of cardiac tissue from ischemia."),
-    ("tea", "Green tea", "Green tea is made from unoxidised leaves of the tea plant."),
+    (
+        "heart",
+        "Heart attack",
+        "A heart attack happens when blood flow to the heart muscle is blocked.",
+    ),
+    (
+        "mi",
+        "Myocardial infarction",
+        "Myocardial infarction is the death of cardiac tissue from ischemia.",
+    ),
+    (
+        "tea",
+        "Green tea",
+        "Green tea is made from unoxidised leaves of the tea plant.",
+    ),
 ];
 
 #[tokio::test]
 async fn upsert_search_remove_round_trip() {
     let h = harness().await;
-    let (st, body) = call(&h.app, "POST", "/v1/admin/documents", Some(TOKEN), Some(docs_json(DOCS).to_string())).await;
+    let (st, body) = call(
+        &h.app,
+        "POST",
+        "/v1/admin/documents",
+        Some(TOKEN),
+        Some(docs_json(DOCS).to_string()),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["upserted"], 3);
     let seq = body["seq"].as_u64().unwrap();
 
-    let (st, body) = call(&h.app, "POST", "/v1/search", None, Some(search_body("heart attack blood flow", &["bm25"]))).await;
+    let (st, body) = call(
+        &h.app,
+        "POST",
+        "/v1/search",
+        None,
+        Some(search_body("heart attack blood flow", &["bm25"])),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let ids = hit_ids(&body);
     assert_eq!(ids[0], "heart");
@@ -103,7 +131,10 @@ async fn upsert_search_remove_round_trip() {
         let (st, body) = call(&h.app, "POST", "/v1/search", None, Some(req.to_string())).await;
         assert_eq!(st, StatusCode::OK, "{body}");
         let top2: Vec<String> = hit_ids(&body).into_iter().take(2).collect();
-        assert!(top2.contains(&"mi".to_string()) && top2.contains(&"heart".to_string()), "{body}");
+        assert!(
+            top2.contains(&"mi".to_string()) && top2.contains(&"heart".to_string()),
+            "{body}"
+        );
         let req = serde_json::json!({"query": "tea leaves", "k": 3, "backends": ["bm25", "dense"],
             "fusion": {"method": "linear", "weights": {"bm25": 0.3, "dense": 0.7}}});
         let (st, body) = call(&h.app, "POST", "/v1/search", None, Some(req.to_string())).await;
@@ -112,21 +143,55 @@ async fn upsert_search_remove_round_trip() {
         assert!(body["hits"][0]["sources"]["dense"]["rank"].is_u64());
     }
 
-    let (st, body) = call(&h.app, "DELETE", "/v1/admin/documents/heart", Some(TOKEN), None).await;
+    let (st, body) = call(
+        &h.app,
+        "DELETE",
+        "/v1/admin/documents/heart",
+        Some(TOKEN),
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["removed"], true);
     assert!(body["seq"].as_u64().unwrap() > seq);
-    let backends: &[&str] = if h.dense { &["bm25", "dense"] } else { &["bm25"] };
+    let backends: &[&str] = if h.dense {
+        &["bm25", "dense"]
+    } else {
+        &["bm25"]
+    };
     for b in backends {
-        let (_, body) = call(&h.app, "POST", "/v1/search", None, Some(search_body("heart attack", &[b]))).await;
-        assert!(!hit_ids(&body).contains(&"heart".to_string()), "{b}: {body}");
+        let (_, body) = call(
+            &h.app,
+            "POST",
+            "/v1/search",
+            None,
+            Some(search_body("heart attack", &[b])),
+        )
+        .await;
+        assert!(
+            !hit_ids(&body).contains(&"heart".to_string()),
+            "{b}: {body}"
+        );
     }
-    let (st, body) = call(&h.app, "DELETE", "/v1/admin/documents/heart", Some(TOKEN), None).await;
+    let (st, body) = call(
+        &h.app,
+        "DELETE",
+        "/v1/admin/documents/heart",
+        Some(TOKEN),
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
 
-    let (st, body) = call(&h.app, "POST", "/v1/admin/documents/delete", Some(TOKEN),
-        Some(r#"{"ids": ["tea", "nope"]}"#.into())).await;
+    let (st, body) = call(
+        &h.app,
+        "POST",
+        "/v1/admin/documents/delete",
+        Some(TOKEN),
+        Some(r#"{"ids": ["tea", "nope"]}"#.into()),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["removed"], 1);
     assert_eq!(body["not_found"][0], "nope");
@@ -141,46 +206,205 @@ async fn upsert_search_remove_round_trip() {
 async fn upsert_replaces_and_reads_back() {
     let h = harness().await;
     let one = |text: &str| docs_json(&[("d1", "Title", text)]).to_string();
-    call(&h.app, "POST", "/v1/admin/documents", Some(TOKEN), Some(one("zebras graze"))).await;
-    call(&h.app, "POST", "/v1/admin/documents", Some(TOKEN), Some(one("penguins swim"))).await;
-    let (_, body) = call(&h.app, "POST", "/v1/search", None, Some(search_body("zebras", &["bm25"]))).await;
+    call(
+        &h.app,
+        "POST",
+        "/v1/admin/documents",
+        Some(TOKEN),
+        Some(one("zebras graze")),
+    )
+    .await;
+    call(
+        &h.app,
+        "POST",
+        "/v1/admin/documents",
+        Some(TOKEN),
+        Some(one("penguins swim")),
+    )
+    .await;
+    let (_, body) = call(
+        &h.app,
+        "POST",
+        "/v1/search",
+        None,
+        Some(search_body("zebras", &["bm25"])),
+    )
+    .await;
     assert!(hit_ids(&body).is_empty(), "{body}");
-    let (_, body) = call(&h.app, "POST", "/v1/search", None, Some(search_body("penguins", &["bm25"]))).await;
+    let (_, body) = call(
+        &h.app,
+        "POST",
+        "/v1/search",
+        None,
+        Some(search_body("penguins", &["bm25"])),
+    )
+    .await;
     assert_eq!(hit_ids(&body), vec!["d1"]);
     let (st, body) = call(&h.app, "GET", "/v1/admin/documents/d1", Some(TOKEN), None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(body["text"], "penguins swim");
 }
 
+/// method, uri, token, body, expected status, expected error code.
+type Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<String>,
+    u16,
+    &'static str,
+);
+
 #[tokio::test]
 async fn bad_input_gets_json_errors() {
     let h = harness().await;
-    let cases: Vec<(&str, &str, Option<&str>, Option<String>, u16, &str)> = vec![
-        ("POST", "/v1/search", None, Some("{not json".into()), 400, "invalid_argument"),
-        ("POST", "/v1/search", None, Some(r#"{"query": ""}"#.into()), 400, "invalid_argument"),
-        ("POST", "/v1/search", None, Some(r#"{"query": "   "}"#.into()), 400, "invalid_argument"),
-        ("POST", "/v1/search", None, Some(r#"{"query": "x", "k": 0}"#.into()), 400, "invalid_argument"),
-        ("POST", "/v1/search", None, Some(r#"{"query": "x", "k": 1001}"#.into()), 400, "invalid_argument"),
-        ("POST", "/v1/search", None, Some(r#"{"query": "x", "k": -3}"#.into()), 400, "invalid_argument"),
-        ("POST", "/v1/search", None, Some(r#"{"query": "x", "backends": ["splade"]}"#.into()), 400, "invalid_argument"),
-        ("POST", "/v1/search", None, Some(r#"{"query": "x", "backends": []}"#.into()), 400, "invalid_argument"),
-        ("POST", "/v1/search", None, Some(r#"{"query": "x", "fusion": {"method": "magic"}}"#.into()), 400, "invalid_argument"),
-        ("POST", "/v1/search", None, Some(r#"{"query": "x", "fusion": {"method": "linear", "weights": {"bm25": -1}}}"#.into()), 400, "invalid_argument"),
-        ("POST", "/v1/search", None, Some(format!(r#"{{"query": "{}"}}"#, "a".repeat(70_000))), 413, "payload_too_large"),
-        ("POST", "/v1/admin/documents", None, Some(docs_json(DOCS).to_string()), 401, "unauthorized"),
-        ("POST", "/v1/admin/documents", Some("wrong-token"), Some(docs_json(DOCS).to_string()), 401, "unauthorized"),
-        ("POST", "/v1/admin/documents", Some(TOKEN), Some(r#"{"documents": []}"#.into()), 400, "invalid_argument"),
-        ("POST", "/v1/admin/documents", Some(TOKEN), Some(docs_json(&[("", "t", "x")]).to_string()), 400, "invalid_argument"),
-        ("POST", "/v1/admin/documents", Some(TOKEN), Some(docs_json(&[("a", "", "")]).to_string()), 400, "invalid_argument"),
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some("{not json".into()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some(r#"{"query": ""}"#.into()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some(r#"{"query": "   "}"#.into()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some(r#"{"query": "x", "k": 0}"#.into()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some(r#"{"query": "x", "k": 1001}"#.into()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some(r#"{"query": "x", "k": -3}"#.into()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some(r#"{"query": "x", "backends": ["splade"]}"#.into()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some(r#"{"query": "x", "backends": []}"#.into()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some(r#"{"query": "x", "fusion": {"method": "magic"}}"#.into()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some(
+                r#"{"query": "x", "fusion": {"method": "linear", "weights": {"bm25": -1}}}"#.into(),
+            ),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/search",
+            None,
+            Some(format!(r#"{{"query": "{}"}}"#, "a".repeat(70_000))),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/v1/admin/documents",
+            None,
+            Some(docs_json(DOCS).to_string()),
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            "/v1/admin/documents",
+            Some("wrong-token"),
+            Some(docs_json(DOCS).to_string()),
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            "/v1/admin/documents",
+            Some(TOKEN),
+            Some(r#"{"documents": []}"#.into()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/admin/documents",
+            Some(TOKEN),
+            Some(docs_json(&[("", "t", "x")]).to_string()),
+            400,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/v1/admin/documents",
+            Some(TOKEN),
+            Some(docs_json(&[("a", "", "")]).to_string()),
+            400,
+            "invalid_argument",
+        ),
         ("GET", "/v1/nothing", None, None, 404, "not_found"),
         ("GET", "/v1/search", None, None, 405, "method_not_allowed"),
     ];
     for (method, uri, token, body, status, code) in cases {
-        let shown = body.as_deref().map(|b| b.chars().take(80).collect::<String>());
+        let shown = body
+            .as_deref()
+            .map(|b| b.chars().take(80).collect::<String>());
         let (st, json) = call(&h.app, method, uri, token, body).await;
         assert_eq!(st.as_u16(), status, "{method} {uri} {shown:?}: {json}");
-        assert_eq!(json["error"]["code"], code, "{method} {uri} {shown:?}: {json}");
-        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(
+            json["error"]["code"], code,
+            "{method} {uri} {shown:?}: {json}"
+        );
+        assert!(json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
     // Nothing bad was stored.
     let (_, body) = call(&h.app, "GET", "/v1/stats", None, None).await;
@@ -200,7 +424,14 @@ async fn admin_disabled_without_token_and_metrics_and_openapi() {
     assert_eq!(st, StatusCode::OK);
     let (st, body) = call(&app, "GET", "/readyz", None, None).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let (st, _) = call(&app, "POST", "/v1/search", None, Some(search_body("x", &["bm25"]))).await;
+    let (st, _) = call(
+        &app,
+        "POST",
+        "/v1/search",
+        None,
+        Some(search_body("x", &["bm25"])),
+    )
+    .await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
 
     let (engine, _) = Engine::open(s).await.unwrap();
@@ -208,17 +439,37 @@ async fn admin_disabled_without_token_and_metrics_and_openapi() {
     state.mark_ready();
     let (st, _) = call(&app, "GET", "/readyz", None, None).await;
     assert_eq!(st, StatusCode::OK);
-    let (st, body) = call(&app, "POST", "/v1/admin/documents", Some(TOKEN), Some(docs_json(DOCS).to_string())).await;
+    let (st, body) = call(
+        &app,
+        "POST",
+        "/v1/admin/documents",
+        Some(TOKEN),
+        Some(docs_json(DOCS).to_string()),
+    )
+    .await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "admin_disabled");
 
-    call(&app, "POST", "/v1/search", None, Some(search_body("x", &["bm25"]))).await;
+    call(
+        &app,
+        "POST",
+        "/v1/search",
+        None,
+        Some(search_body("x", &["bm25"])),
+    )
+    .await;
     let resp = app
         .clone()
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
         .await
         .unwrap();
-    let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    let text = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
     assert!(text.contains("mnemos_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/v1/search\""), "{text}");
     assert!(text.contains("mnemos_search_duration_seconds"), "{text}");
