@@ -164,7 +164,7 @@ impl Default for HnswSettings {
         Self {
             m: 16,
             ef_construction: 200,
-            ef_search: 128,
+            ef_search: 160,
             exact_below: 2000,
             compact_ratio: 0.2,
         }

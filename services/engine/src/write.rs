@@ -54,14 +54,6 @@ impl Engine {
                 docs.len()
             )));
         }
-        for d in &docs {
-            if d.title.trim().is_empty() && d.text.trim().is_empty() {
-                return Err(EngineError::InvalidArgument(format!(
-                    "document `{}` has neither title nor text",
-                    d.id
-                )));
-            }
-        }
         let mut t = UpsertTimings::default();
         let vectors = match &self.dense {
             Some(dense) => {

@@ -381,14 +381,6 @@ async fn bad_input_gets_json_errors() {
             400,
             "invalid_argument",
         ),
-        (
-            "POST",
-            "/v1/admin/documents",
-            Some(TOKEN),
-            Some(docs_json(&[("a", "", "")]).to_string()),
-            400,
-            "invalid_argument",
-        ),
         ("GET", "/v1/nothing", None, None, 404, "not_found"),
         ("GET", "/v1/search", None, None, 405, "method_not_allowed"),
     ];
