@@ -16,10 +16,18 @@ use mnemos_text::{EncoderOptions, MiniLmEncoder};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let data_dir = PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("usage: DATA_DIR BEIR_DIR"))?);
-    let beir_dir = PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("usage: DATA_DIR BEIR_DIR"))?);
+    let data_dir = PathBuf::from(
+        args.next()
+            .ok_or_else(|| anyhow::anyhow!("usage: DATA_DIR BEIR_DIR"))?,
+    );
+    let beir_dir = PathBuf::from(
+        args.next()
+            .ok_or_else(|| anyhow::anyhow!("usage: DATA_DIR BEIR_DIR"))?,
+    );
     let s = Loader::new().env(std::env::vars())?.build()?;
-    let model_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(&s.dense.model_dir);
+    let model_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(&s.dense.model_dir);
     let encoder = MiniLmEncoder::load(&model_dir, EncoderOptions::default())?;
     let h = &s.hnsw;
     let params = HnswParams {
