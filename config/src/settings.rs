@@ -128,7 +128,8 @@ pub struct DenseSettings {
     /// Most texts embedded in one forward pass.
     pub max_batch: usize,
     /// Inference threads; each runs single-threaded math (PITFALLS: two
-    /// threads in one gemm were slower than one here).
+    /// threads in one gemm were slower than one here), so parallelism comes
+    /// from several workers. 0 means one per CPU core.
     pub workers: usize,
     /// Requests waiting for the encoder beyond this are refused with 503.
     pub queue_capacity: usize,
@@ -141,7 +142,7 @@ impl Default for DenseSettings {
             model_dir: PathBuf::from("models/weights/all-MiniLM-L6-v2"),
             max_tokens: 256,
             max_batch: 32,
-            workers: 1,
+            workers: 0,
             queue_capacity: 1024,
         }
     }
@@ -280,8 +281,11 @@ impl Settings {
         if !(1..=1024).contains(&self.dense.max_batch) {
             return Err(invalid("dense.max_batch", "must be in 1..=1024"));
         }
-        if !(1..=64).contains(&self.dense.workers) {
-            return Err(invalid("dense.workers", "must be in 1..=64"));
+        if self.dense.workers > 64 {
+            return Err(invalid(
+                "dense.workers",
+                "must be in 0..=64 (0: one per core)",
+            ));
         }
         if self.dense.queue_capacity == 0 {
             return Err(invalid("dense.queue_capacity", "must be at least 1"));
@@ -305,6 +309,14 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Encoder workers to start: the configured number, or one per core.
+    pub fn dense_workers(&self) -> usize {
+        match self.dense.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// Whether the named backend is configured on.

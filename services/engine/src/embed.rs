@@ -39,6 +39,7 @@ pub struct EmbedPool {
     workers: Vec<JoinHandle<()>>,
     stats: Arc<EmbedStats>,
     dim: usize,
+    max_batch: usize,
 }
 
 impl EmbedPool {
@@ -68,6 +69,7 @@ impl EmbedPool {
             workers: handles,
             stats,
             dim,
+            max_batch: max_batch.max(1),
         }
     }
 
@@ -106,15 +108,25 @@ impl EmbedPool {
     }
 
     /// Embeds texts on the pool; the caller's task waits without blocking a
-    /// tokio worker.
+    /// tokio worker. More texts than one batch holds are split into jobs of
+    /// `max_batch`, so a bulk upsert keeps every worker busy.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
+        let n = texts.len();
+        let mut pending = Vec::new();
+        let mut texts = texts.into_iter().peekable();
+        while texts.peek().is_some() {
+            let job: Vec<String> = texts.by_ref().take(self.max_batch).collect();
+            pending.push(self.submit(job)?);
         }
-        let rx = self.submit(texts)?;
-        rx.await
-            .map_err(|_| EngineError::Internal("encoder worker dropped a request".into()))?
-            .map_err(EngineError::Model)
+        let mut out = Vec::with_capacity(n);
+        for rx in pending {
+            let part = rx
+                .await
+                .map_err(|_| EngineError::Internal("encoder worker dropped a request".into()))?
+                .map_err(EngineError::Model)?;
+            out.extend(part);
+        }
+        Ok(out)
     }
 }
 

@@ -93,7 +93,7 @@ impl Engine {
             let index = blocking(move || Ok(VectorIndex::open(&dir, dim, params)?)).await?;
             let pool = EmbedPool::new(
                 encoder,
-                settings.dense.workers,
+                settings.dense_workers(),
                 settings.dense.max_batch,
                 settings.dense.queue_capacity,
             );
