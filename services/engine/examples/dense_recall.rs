@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use mnemos_config::Loader;
-use mnemos_hnsw::{HnswParams, VectorIndex};
+use mnemos_hnsw::VectorIndex;
 use mnemos_models_core::Encoder;
 use mnemos_text::{EncoderOptions, MiniLmEncoder};
 
@@ -29,14 +29,7 @@ fn main() -> anyhow::Result<()> {
         .join("../..")
         .join(&s.dense.model_dir);
     let encoder = MiniLmEncoder::load(&model_dir, EncoderOptions::default())?;
-    let h = &s.hnsw;
-    let params = HnswParams {
-        m: h.m,
-        ef_construction: h.ef_construction,
-        ef_search: h.ef_search,
-        exact_below: h.exact_below,
-        compact_ratio: h.compact_ratio,
-    };
+    let params = mnemos_engine::hnsw_params(&s.hnsw);
     let started = Instant::now();
     let index = VectorIndex::open(&data_dir.join("dense"), encoder.dim(), params)?;
     let opened = started.elapsed().as_secs_f64();
@@ -52,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         "{} vectors (opened and graph rebuilt in {opened:.2} s), {} queries, ef_search {}: recall@10 vs exact = {recall:.4}",
         mnemos_index_core::IndexRead::<[f32]>::len(&index),
         vectors.len(),
-        h.ef_search
+        s.hnsw.ef_search
     );
     Ok(())
 }

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use embed::{EmbedPool, EmbedStats};
-pub use open::Loaded;
+pub use open::{hnsw_params, Loaded};
 pub use write::{UpsertTimings, WriteOutcome};
 
 use mnemos_bm25::Bm25Index;

@@ -27,6 +27,17 @@ pub struct Loaded {
     pub seconds: f64,
 }
 
+/// The vector index parameters configured under `[hnsw]`.
+pub fn hnsw_params(h: &mnemos_config::HnswSettings) -> HnswParams {
+    HnswParams {
+        m: h.m,
+        ef_construction: h.ef_construction,
+        ef_search: h.ef_search,
+        exact_below: h.exact_below,
+        compact_ratio: h.compact_ratio,
+    }
+}
+
 impl Engine {
     /// Opens (or creates) everything under `settings.server.data_dir`.
     pub async fn open(settings: Settings) -> Result<(Engine, Loaded)> {
@@ -81,14 +92,7 @@ impl Engine {
                 .await?,
             );
             let dim = encoder.dim();
-            let h = &settings.hnsw;
-            let params = HnswParams {
-                m: h.m,
-                ef_construction: h.ef_construction,
-                ef_search: h.ef_search,
-                exact_below: h.exact_below,
-                compact_ratio: h.compact_ratio,
-            };
+            let params = hnsw_params(&settings.hnsw);
             let dir = data_dir.join("dense");
             let index = blocking(move || Ok(VectorIndex::open(&dir, dim, params)?)).await?;
             let pool = EmbedPool::new(
