@@ -1,6 +1,7 @@
 //! Integration tests of the gateway: the router in-process (no socket), and
 //! the real `mnemos` binary for restart and `kill -9` durability.
 
+mod cli;
 mod common;
 mod process;
 mod router;
