@@ -200,6 +200,22 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// `Err` naming `key` unless `value` lies in `range`.
+fn in_range(key: &str, value: usize, range: std::ops::RangeInclusive<usize>) -> Result<()> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "must be in {}..={}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
 impl Settings {
     /// Checks ranges and cross-field rules; messages name the key.
     pub fn validate(&self) -> Result<()> {
@@ -246,9 +262,7 @@ impl Settings {
                 ));
             }
         }
-        if !(1..=1000).contains(&self.search.default_k) {
-            return Err(invalid("search.default_k", "must be in 1..=1000"));
-        }
+        in_range("search.default_k", self.search.default_k, 1..=1000)?;
         if !(self.search.rrf_k.is_finite() && self.search.rrf_k >= 0.0) {
             return Err(invalid("search.rrf_k", "must be a finite number >= 0"));
         }
@@ -266,21 +280,15 @@ impl Settings {
                 ));
             }
         }
-        if !(1..=10_000).contains(&self.search.fusion_depth) {
-            return Err(invalid("search.fusion_depth", "must be in 1..=10000"));
-        }
+        in_range("search.fusion_depth", self.search.fusion_depth, 1..=10_000)?;
         if !(self.bm25.k1.is_finite() && self.bm25.k1 >= 0.0) {
             return Err(invalid("bm25.k1", "must be a finite number >= 0"));
         }
         if !(0.0..=1.0).contains(&self.bm25.b) {
             return Err(invalid("bm25.b", "must be in 0..=1"));
         }
-        if !(1..=512).contains(&self.dense.max_tokens) {
-            return Err(invalid("dense.max_tokens", "must be in 1..=512"));
-        }
-        if !(1..=1024).contains(&self.dense.max_batch) {
-            return Err(invalid("dense.max_batch", "must be in 1..=1024"));
-        }
+        in_range("dense.max_tokens", self.dense.max_tokens, 1..=512)?;
+        in_range("dense.max_batch", self.dense.max_batch, 1..=1024)?;
         if self.dense.workers > 64 {
             return Err(invalid(
                 "dense.workers",
@@ -290,15 +298,13 @@ impl Settings {
         if self.dense.queue_capacity == 0 {
             return Err(invalid("dense.queue_capacity", "must be at least 1"));
         }
-        if !(2..=256).contains(&self.hnsw.m) {
-            return Err(invalid("hnsw.m", "must be in 2..=256"));
-        }
-        if !(1..=10_000).contains(&self.hnsw.ef_construction) {
-            return Err(invalid("hnsw.ef_construction", "must be in 1..=10000"));
-        }
-        if !(1..=10_000).contains(&self.hnsw.ef_search) {
-            return Err(invalid("hnsw.ef_search", "must be in 1..=10000"));
-        }
+        in_range("hnsw.m", self.hnsw.m, 2..=256)?;
+        in_range(
+            "hnsw.ef_construction",
+            self.hnsw.ef_construction,
+            1..=10_000,
+        )?;
+        in_range("hnsw.ef_search", self.hnsw.ef_search, 1..=10_000)?;
         if !(self.hnsw.compact_ratio > 0.0 && self.hnsw.compact_ratio <= 1.0) {
             return Err(invalid("hnsw.compact_ratio", "must be in (0, 1]"));
         }

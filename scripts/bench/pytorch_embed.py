@@ -15,21 +15,15 @@ embedding part of `mnemos ingest`.
 """
 import argparse
 import json
+import pathlib
 import time
 
 import torch
 from sentence_transformers import SentenceTransformer
 
-SENTENCES = [
-    "Vitamin D supplementation was associated with a modest reduction in acute respiratory infections among adults with low baseline levels, according to a pooled analysis of randomised trials conducted in Europe and Asia.",
-    "The search engine ranks documents by combining lexical matching scores with dense vector similarity, then reorders the top results with a slower but more accurate cross-encoder model for each query.",
-    "Researchers measured the effect of sleep deprivation on memory consolidation in young adults and found that recall accuracy dropped significantly after a single night without any sleep at all, even in the fittest participants.",
-    "A new battery chemistry based on sodium ions promises cheaper grid storage, although its energy density still falls short of the lithium cells used in most electric vehicles, laptops and phones today.",
-    "Mutations in the tumour suppressor gene were found in nearly half of the sampled patients, suggesting that the pathway plays a central role in the progression of this particular cancer type in adults.",
-    "The city council approved a plan to expand protected bicycle lanes across the downtown area, citing a sharp rise in cycling commuters and a decline in traffic injuries over the last two years.",
-    "Large language models can memorise rare sequences from their training data, which raises privacy concerns when that data includes personal information scraped from public websites without consent or notice to users.",
-    "Astronomers detected water vapour in the atmosphere of a planet orbiting a nearby red dwarf star, making it one of the most promising targets for future habitability studies with space telescopes.",
-]
+# The same sentences as the Rust bench and example, from one file.
+SENTENCES_FILE = pathlib.Path(__file__).resolve().parents[2] / "models/text/tests/fixtures/sentences40.txt"
+SENTENCES = [line for line in SENTENCES_FILE.read_text().splitlines() if line]
 
 
 def main():

@@ -32,21 +32,17 @@ fn main() {
 
     let mut group = criterion.benchmark_group("minilm");
     for batch in [1usize, 8, 32] {
-        let texts: Vec<&str> = support::SENTENCES
-            .iter()
-            .copied()
-            .cycle()
-            .take(batch)
-            .collect();
+        let texts = support::batch_of(batch);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::new("embed", batch), &texts, |b, texts| {
             b.iter(|| encoder.embed(black_box(texts)).map(|v| v.len()))
         });
     }
-    group.throughput(Throughput::Elements(support::SENTENCES.len() as u64));
+    let sentences = support::sentences();
+    group.throughput(Throughput::Elements(sentences.len() as u64));
     group.bench_function("tokenize/8", |b| {
         b.iter(|| {
-            support::SENTENCES
+            sentences
                 .iter()
                 .map(|s| encoder.count_tokens(black_box(s)).unwrap_or(0))
                 .sum::<usize>()

@@ -39,12 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     println!("loaded in {:.2?}", started.elapsed());
 
-    let texts: Vec<&str> = support::SENTENCES
-        .iter()
-        .copied()
-        .cycle()
-        .take(batch)
-        .collect();
+    let texts = support::batch_of(batch);
     let warm_up = Instant::now();
     while warm_up.elapsed() < Duration::from_secs(1) {
         encoder.embed(&texts)?;

@@ -213,48 +213,30 @@ impl Engine {
 }
 
 /// Runs the plan's backends concurrently: BM25 on the blocking pool while
-/// the query is being encoded.
+/// the query is being encoded. Lists come back in the plan's order.
 async fn futures_join<'p>(
     engine: &Engine,
     plan: &'p SearchPlan,
     depth: usize,
 ) -> Result<Vec<Ranked<'p>>> {
-    let bm25 = plan.backends.contains(&Backend::Bm25);
-    let dense = plan.backends.contains(&Backend::Dense);
-    let (mut b, mut d) = tokio::join!(
-        async {
-            if bm25 {
-                Some(engine.backend_hits(Backend::Bm25, &plan.query, depth).await)
-            } else {
-                None
-            }
-        },
-        async {
-            if dense {
-                Some(
-                    engine
-                        .backend_hits(Backend::Dense, &plan.query, depth)
-                        .await,
-                )
-            } else {
-                None
-            }
+    let search = |b: Backend| async move {
+        let hits = engine.backend_hits(b, &plan.query, depth).await?;
+        Ok::<_, EngineError>(Ranked {
+            backend: b.name(),
+            hits,
+        })
+    };
+    match plan.backends.as_slice() {
+        [a] => Ok(vec![search(*a).await?]),
+        [a, b] => {
+            let (x, y) = tokio::join!(search(*a), search(*b));
+            Ok(vec![x?, y?])
         }
-    );
-    let mut lists = Vec::new();
-    for backend in &plan.backends {
-        let hits = match backend {
-            Backend::Bm25 => b.take(),
-            Backend::Dense => d.take(),
-        };
-        if let Some(hits) = hits {
-            lists.push(Ranked {
-                backend: backend.name(),
-                hits: hits?,
-            });
-        }
+        more => Err(EngineError::Internal(format!(
+            "a plan names {} backends; at most 2 exist",
+            more.len()
+        ))),
     }
-    Ok(lists)
 }
 
 fn disabled(b: Backend) -> EngineError {

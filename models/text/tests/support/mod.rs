@@ -27,14 +27,16 @@ pub fn model_dir() -> Option<PathBuf> {
 }
 
 /// Eight sentences of 36–41 tokens (mean 38), special tokens included: the
-/// size of a typical query or short passage.
-pub const SENTENCES: [&str; 8] = [
-    "Vitamin D supplementation was associated with a modest reduction in acute respiratory infections among adults with low baseline levels, according to a pooled analysis of randomised trials conducted in Europe and Asia.",
-    "The search engine ranks documents by combining lexical matching scores with dense vector similarity, then reorders the top results with a slower but more accurate cross-encoder model for each query.",
-    "Researchers measured the effect of sleep deprivation on memory consolidation in young adults and found that recall accuracy dropped significantly after a single night without any sleep at all, even in the fittest participants.",
-    "A new battery chemistry based on sodium ions promises cheaper grid storage, although its energy density still falls short of the lithium cells used in most electric vehicles, laptops and phones today.",
-    "Mutations in the tumour suppressor gene were found in nearly half of the sampled patients, suggesting that the pathway plays a central role in the progression of this particular cancer type in adults.",
-    "The city council approved a plan to expand protected bicycle lanes across the downtown area, citing a sharp rise in cycling commuters and a decline in traffic injuries over the last two years.",
-    "Large language models can memorise rare sequences from their training data, which raises privacy concerns when that data includes personal information scraped from public websites without consent or notice to users.",
-    "Astronomers detected water vapour in the atmosphere of a planet orbiting a nearby red dwarf star, making it one of the most promising targets for future habitability studies with space telescopes.",
-];
+/// size of a typical query or short passage. The same file feeds the PyTorch
+/// baseline (`scripts/bench/pytorch_embed.py`), so both measure equal work.
+pub fn sentences() -> Vec<&'static str> {
+    include_str!("../fixtures/sentences40.txt")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// `n` sentences, cycling through [`sentences`].
+pub fn batch_of(n: usize) -> Vec<&'static str> {
+    sentences().into_iter().cycle().take(n).collect()
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use mnemos_api::{
     BatchRemoveRequest, BatchRemoveResponse, DocumentOut, RemoveResponse, UpsertRequest,
@@ -59,13 +59,10 @@ pub async fn get(
 ) -> Result<Json<DocumentOut>, ApiError> {
     auth::check_admin(&headers, state.admin_token.as_deref())?;
     let engine = state.require_engine()?;
-    let (doc, seq) = engine.store().get(&id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no document `{id}`"),
-        )
-    })?;
+    let (doc, seq) = engine
+        .store()
+        .get(&id)
+        .ok_or_else(|| ApiError::no_document(&id))?;
     Ok(Json(DocumentOut {
         id: doc.id.clone(),
         title: doc.title.clone(),
@@ -88,11 +85,7 @@ pub async fn remove(
     let engine = state.require_ready()?;
     let out = engine.remove(vec![id.clone()]).await?;
     if out.affected.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no document `{id}`"),
-        ));
+        return Err(ApiError::no_document(&id));
     }
     Ok(Json(RemoveResponse {
         removed: true,
