@@ -14,6 +14,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+/// As in the `mnemos` binary, so the figures match what it serves with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use mnemos_text::{Encoder, EncoderOptions, MiniLmEncoder};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

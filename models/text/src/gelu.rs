@@ -8,10 +8,12 @@
 //! compiler vectorises: Abramowitz & Stegun, *Handbook of Mathematical
 //! Functions* (1964), eq. 7.1.26, absolute error ≤ 1.5·10⁻⁷, with
 //! `exp(-x²)` by range reduction to `2ⁿ·e^r`, |r| ≤ ln2/2, and a degree-7
-//! Taylor polynomial (relative error ~5·10⁻⁹).
+//! Taylor polynomial (relative error ~5·10⁻⁹, [`crate::fastmath`]).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, InplaceOp1, Layout, Result, Tensor};
+
+use crate::fastmath::{exp_neg, vectorized, Kernel};
 
 // A&S 7.1.26 coefficients.
 const P: f32 = 0.327_591_1;
@@ -20,30 +22,6 @@ const A2: f32 = -0.284_496_74;
 const A3: f32 = 1.421_413_7;
 const A4: f32 = -1.453_152_1;
 const A5: f32 = 1.061_405_4;
-
-/// `exp(-z)` for `z ≥ 0` (NaN propagates; underflows below `e^-87`).
-#[inline(always)]
-fn exp_neg(z: f32) -> f32 {
-    // ln 2 split in a part exact in f32 and a remainder (Cody & Waite), so
-    // that `n·ln2` is subtracted without rounding error.
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding 1.5·2²³ rounds to an integer, kept in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let y = (-z).max(-87.0);
-    let shifted = y * std::f32::consts::LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    let n_bits = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
-    let r = y - n * LN2_HI - n * LN2_LO;
-    let poly = 1.0
-        + r * (1.0
-            + r * (1.0 / 2.0
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    // 2ⁿ built from its exponent bits; y ≥ -87 keeps n ≥ -126 (normal).
-    let scale = f32::from_bits(((n_bits + 127) as u32) << 23);
-    poly * scale
-}
 
 #[inline(always)]
 fn erf(x: f32) -> f32 {
@@ -58,9 +36,14 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-fn gelu_slice(xs: &mut [f32]) {
-    for x in xs {
-        *x = gelu(*x);
+struct GeluSlice<'a>(&'a mut [f32]);
+
+impl Kernel for GeluSlice<'_> {
+    #[inline(always)]
+    fn run(self) {
+        for x in self.0 {
+            *x = gelu(*x);
+        }
     }
 }
 
@@ -76,7 +59,7 @@ impl InplaceOp1 for GeluInPlace {
             bail!("gelu: input must be contiguous");
         };
         match storage {
-            CpuStorage::F32(data) => gelu_slice(&mut data[start..end]),
+            CpuStorage::F32(data) => vectorized(GeluSlice(&mut data[start..end])),
             other => bail!("gelu: only f32 is supported, got {:?}", other.dtype()),
         }
         Ok(())

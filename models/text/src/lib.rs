@@ -34,10 +34,12 @@
 //! ```
 
 mod bert;
+mod fastmath;
 mod gelu;
 mod layout;
 mod minilm;
 mod pooling;
+mod softmax;
 mod tokenize;
 
 pub use minilm::{EncoderOptions, MiniLmEncoder};

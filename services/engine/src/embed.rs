@@ -18,7 +18,8 @@ use tokio::sync::oneshot;
 
 use crate::{EngineError, Result};
 
-type Reply = oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>;
+type JobResult = std::result::Result<Vec<Vec<f32>>, String>;
+type Reply = oneshot::Sender<JobResult>;
 
 struct Job {
     texts: Vec<String>,
@@ -81,10 +82,7 @@ impl EmbedPool {
         &self.stats
     }
 
-    fn submit(
-        &self,
-        texts: Vec<String>,
-    ) -> Result<oneshot::Receiver<std::result::Result<Vec<Vec<f32>>, String>>> {
+    fn submit(&self, texts: Vec<String>) -> Result<oneshot::Receiver<JobResult>> {
         let (reply, rx) = oneshot::channel();
         let tx = self
             .tx
@@ -109,24 +107,37 @@ impl EmbedPool {
 
     /// Embeds texts on the pool; the caller's task waits without blocking a
     /// tokio worker. More texts than one batch holds are split into jobs of
-    /// `max_batch`, so a bulk upsert keeps every worker busy.
+    /// `max_batch`, so a bulk upsert keeps every worker busy. Jobs are cut
+    /// from the texts sorted by length, so each batch pads to a similar
+    /// length: cut in input order, a short text would be padded to its
+    /// batch's longest. Vectors come back in input order.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         let n = texts.len();
-        let mut pending = Vec::new();
-        let mut texts = texts.into_iter().peekable();
-        while texts.peek().is_some() {
-            let job: Vec<String> = texts.by_ref().take(self.max_batch).collect();
-            pending.push(self.submit(job)?);
+        if n <= self.max_batch {
+            return self.await_job(self.submit(texts)?).await;
         }
-        let mut out = Vec::with_capacity(n);
-        for rx in pending {
-            let part = rx
-                .await
-                .map_err(|_| EngineError::Internal("encoder worker dropped a request".into()))?
-                .map_err(EngineError::Model)?;
-            out.extend(part);
+        let mut order: Vec<usize> = (0..n).collect();
+        // Bytes stand in for tokens: close enough to group similar lengths.
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+        let mut texts: Vec<Option<String>> = texts.into_iter().map(Some).collect();
+        let mut pending = Vec::new();
+        for chunk in order.chunks(self.max_batch) {
+            let job = chunk.iter().map(|&i| texts[i].take().unwrap_or_default());
+            pending.push((chunk, self.submit(job.collect())?));
+        }
+        let mut out = vec![Vec::new(); n];
+        for (chunk, rx) in pending {
+            for (&i, vector) in chunk.iter().zip(self.await_job(rx).await?) {
+                out[i] = vector;
+            }
         }
         Ok(out)
+    }
+
+    async fn await_job(&self, rx: oneshot::Receiver<JobResult>) -> Result<Vec<Vec<f32>>> {
+        rx.await
+            .map_err(|_| EngineError::Internal("encoder worker dropped a request".into()))?
+            .map_err(EngineError::Model)
     }
 }
 
@@ -189,5 +200,66 @@ fn run_batch(jobs: Vec<Job>, encoder: &dyn Encoder, max_batch: usize, stats: &Em
             None => Ok(rest.by_ref().take(job.texts.len()).collect()),
         };
         let _ = job.reply.send(answer); // the caller may have gone away
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use mnemos_text::{EncoderOptions, MiniLmEncoder};
+
+    use super::*;
+
+    fn encoder() -> Option<Arc<dyn Encoder>> {
+        let dir = std::env::var_os("MNEMOS_MODEL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../models/weights/all-MiniLM-L6-v2")
+            });
+        if !dir.join("model.safetensors").is_file() {
+            eprintln!(
+                "skipping: no model in {} (scripts/install-models.sh)",
+                dir.display()
+            );
+            return None;
+        }
+        let enc = MiniLmEncoder::load(&dir, EncoderOptions::default()).expect("model loads");
+        Some(Arc::new(enc))
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    /// Bulk embeddings are cut into jobs by length, not input order; every
+    /// vector must still come back at its text's position.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bulk_embedding_keeps_input_order() {
+        let Some(enc) = encoder() else { return };
+        let texts: Vec<String> = (0..23)
+            .map(|i| {
+                let words = [(i * 7) % 23 + 1, 40, 2][i % 3];
+                format!("text {i}: ")
+                    + &(0..words)
+                        .map(|w| format!("w{}", w * i))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+            })
+            .collect();
+        let alone: Vec<Vec<f32>> = texts
+            .iter()
+            .map(|t| enc.embed(&[t.as_str()]).expect("embeds").remove(0))
+            .collect();
+        let pool = EmbedPool::new(Arc::clone(&enc), 2, 4, 64);
+        let bulk = pool.embed(texts.clone()).await.expect("pool embeds");
+        assert_eq!(bulk.len(), texts.len());
+        for (i, (a, b)) in alone.iter().zip(&bulk).enumerate() {
+            assert!(cosine(a, b) > 0.9999, "text {i} came back out of place");
+        }
+        // A small request (one job) goes the short way, in order too.
+        let two = pool.embed(texts[..2].to_vec()).await.expect("pool embeds");
+        assert!(cosine(&two[1], &alone[1]) > 0.9999);
     }
 }
