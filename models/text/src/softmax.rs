@@ -11,7 +11,9 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, InplaceOp2, Layout, Result, Tensor};
 
-use crate::fastmath::{exp_neg, vectorized, Kernel};
+use mnemos_models_core::simd::{vectorized, Kernel};
+
+use crate::fastmath::exp_neg;
 
 /// Lanes of the max and sum reductions: floating-point reductions are not
 /// reassociated by the compiler, so a plain loop stays scalar; independent
