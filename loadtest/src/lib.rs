@@ -81,6 +81,17 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutput> {
     let pool = Pool::connect(&cfg.target, cfg.connections, warm).await?;
     let origin = Instant::now();
     let shared = Arc::new(Shared::new(workload, pool, cfg.timeout, origin, cfg.quiet));
+    // Ctrl-C ends the run early but still produces every report, marked
+    // `interrupted`, for the time actually run.
+    let interrupt = tokio::spawn({
+        let shared = Arc::clone(&shared);
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping; the reports cover the time run so far");
+                shared.request_stop();
+            }
+        }
+    });
 
     let mut steps = None;
     let phases = match &cfg.mode {
@@ -105,6 +116,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutput> {
         }
     };
 
+    interrupt.abort();
     if cfg.cleanup {
         cleanup(&shared).await;
     }
@@ -137,7 +149,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutput> {
             _ => None,
         },
     };
-    let report = Report::build(
+    let mut report = Report::build(
         &meta,
         &labels,
         &phases,
@@ -146,6 +158,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutput> {
         shared.peak_in_flight(),
         shared.error_samples(),
     );
+    report.interrupted = shared.stop_requested();
     Ok(RunOutput {
         report,
         types: report::merge_phases(&phases),
@@ -183,6 +196,10 @@ async fn run_steps(
             label: format!("step {n} @ {r:.0}/s "),
         };
         let result = runner::run_open(shared, &phase).await;
+        if shared.stop_requested() {
+            // A step cut short by Ctrl-C proves nothing either way.
+            break;
+        }
         let all = report::total(&result.types);
         let secs = result.duration.as_secs_f64();
         let summary = TypeReport::from_stats(&all, secs);

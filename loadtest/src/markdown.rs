@@ -28,6 +28,9 @@ impl Report {
             ),
             _ => self.mode.to_string(),
         };
+        if self.interrupted {
+            writeln!(m, "**Interrupted** (Ctrl-C): figures cover the time run.\n")?;
+        }
         writeln!(
             m,
             "{how} for {:.1} s: achieved **{:.1} req/s**, sent {} of {} arrivals, {} ok, {} errors\n",

@@ -170,6 +170,8 @@ pub struct Report {
     /// second.
     pub achieved_rate: f64,
     pub duration_s: f64,
+    /// The run was cut short by Ctrl-C; `duration_s` is the time it ran.
+    pub interrupted: bool,
     pub offered: u64,
     pub sent: u64,
     pub ok: u64,
@@ -301,6 +303,7 @@ impl Report {
             offered_rate,
             achieved_rate: all.completed_in_window as f64 / duration_s.max(1e-9),
             duration_s,
+            interrupted: false,
             offered,
             sent: all.sent,
             ok: all.ok,

@@ -3,7 +3,7 @@
 //! correctness check (hits to check, upserts to verify, removals to note).
 //! Shared by the open and the closed loop.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ pub struct Shared {
     pub quiet: bool,
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
+    /// Set on Ctrl-C: phases stop sending and the report covers the time run.
+    stop: AtomicBool,
     samples: Mutex<Vec<ErrorSample>>,
 }
 
@@ -59,8 +61,18 @@ impl Shared {
             quiet,
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
             samples: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Asks running and later phases to stop sending (Ctrl-C).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     pub fn peak_in_flight(&self) -> usize {

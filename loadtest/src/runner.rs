@@ -139,7 +139,7 @@ pub async fn run_open(shared: &Arc<Shared>, phase: &OpenPhase) -> PhaseResult {
         offered,
         not_sent,
         lagging_seconds: live.lagging_seconds.load(Ordering::Relaxed),
-        duration: phase.duration,
+        duration: ran_for(shared, start, phase.duration),
         abandoned,
     }
 }
@@ -164,6 +164,9 @@ fn schedule(
         .take_while(|t| *t < phase.duration)
         .map(|t| start + t);
     for intended in arrivals.by_ref() {
+        if shared.stop_requested() {
+            break;
+        }
         offered += 1;
         let now = Instant::now();
         if now < intended {
@@ -246,7 +249,7 @@ pub async fn run_closed(
         let (shared, recorder) = (Arc::clone(shared), Arc::clone(&recorder));
         tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w as u64));
-            while Instant::now() < end {
+            while Instant::now() < end && !shared.stop_requested() {
                 // A closed loop has no schedule to keep: a remove with
                 // nothing to remove is simply drawn again.
                 let Ok(planned) = shared.workload.pick(&mut rng, &shared.checker) else {
@@ -275,8 +278,17 @@ pub async fn run_closed(
         offered: sent,
         not_sent: 0,
         lagging_seconds: 0,
-        duration,
+        duration: ran_for(shared, start, duration),
         abandoned: 0,
+    }
+}
+
+/// The phase's length: as planned, or up to the Ctrl-C that cut it short.
+fn ran_for(shared: &Shared, start: Instant, planned: Duration) -> Duration {
+    if shared.stop_requested() {
+        start.elapsed().min(planned)
+    } else {
+        planned
     }
 }
 

@@ -108,3 +108,55 @@ async fn bad_input_is_reported() {
     )
     .await;
 }
+
+/// Ctrl-C (SIGINT) ends a long run early, and the reports are still
+/// written, marked interrupted, covering only the time run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_early_and_still_reports() {
+    let url = format!("http://{}", crate::common::start_trivial().await);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let md = dir.path().join("r.md");
+    let scenario = scenarios("trivial.toml");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mnemos-loadtest"))
+        .args([
+            "--target",
+            &url,
+            "--rate",
+            "200",
+            "--duration",
+            "60s",
+            "--quiet",
+        ])
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--json-report")
+        .arg(&json)
+        .arg("--md-report")
+        .arg(&md)
+        .env_remove("MNEMOS_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting mnemos-loadtest");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let pid = child.id().expect("still running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    assert!(kill.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("the harness stops within seconds of Ctrl-C, not after 60 s")
+        .expect("waiting for the harness");
+    assert!(status.success(), "exit status {status}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON report written"))
+            .expect("the JSON report parses");
+    assert_eq!(report["interrupted"], true);
+    let ran = report["duration_s"].as_f64().unwrap();
+    assert!(ran > 0.5 && ran < 20.0, "duration_s {ran}");
+    assert!(report["ok"].as_u64().unwrap() > 0);
+    let summary = std::fs::read_to_string(&md).expect("Markdown report written");
+    assert!(summary.contains("Interrupted"));
+}
