@@ -275,8 +275,9 @@ impl VisualMemory {
 
     /// Runs every item as a query against the others and counts, for each
     /// item, how often it appears in another item's top-`k` with a label
-    /// that differs from that item's; then prunes as `how` says.
-    pub fn prune(&mut self, how: Prune) -> Result<PruneReport> {
+    /// that differs from that item's; then says what `how` would do,
+    /// changing nothing (so a durable caller can log it first).
+    pub fn plan_prune(&self, how: Prune) -> Result<PruneReport> {
         let k = match how {
             Prune::Hard { threshold: 0, .. } => {
                 return Err(VisualError::InvalidInput(
@@ -302,30 +303,55 @@ impl VisualMemory {
             examined: self.items.len(),
             ..PruneReport::default()
         };
-        match how {
-            Prune::Hard { threshold, .. } => {
-                let doomed: Vec<(String, String, u32)> = self
-                    .items
-                    .iter()
-                    .zip(&wrong)
-                    .filter(|(_, &w)| w >= threshold)
-                    .map(|(item, &w)| (item.id.clone(), item.label.clone(), w))
-                    .collect();
-                for (id, _, _) in &doomed {
-                    self.remove(id);
+        for (item, &w) in self.items.iter().zip(&wrong) {
+            match how {
+                Prune::Hard { threshold, .. } if w >= threshold => {
+                    report
+                        .removed
+                        .push((item.id.clone(), item.label.clone(), w));
                 }
-                report.removed = doomed;
-            }
-            Prune::Soft { .. } => {
-                for (item, &w) in self.items.iter_mut().zip(&wrong) {
-                    if w > 0 {
-                        item.multiplier = 1.75 / (1.0 + w as f32);
-                        report.downweighted.push((item.id.clone(), item.multiplier));
-                    }
+                Prune::Soft { .. } if w > 0 => {
+                    report
+                        .downweighted
+                        .push((item.id.clone(), 1.75 / (1.0 + w as f32)));
                 }
+                _ => {}
             }
         }
         Ok(report)
+    }
+
+    /// Carries out a [`VisualMemory::plan_prune`] report.
+    pub fn apply_prune(&mut self, report: &PruneReport) {
+        for (id, _, _) in &report.removed {
+            self.remove(id);
+        }
+        for (id, m) in &report.downweighted {
+            self.set_multiplier(id, *m);
+        }
+    }
+
+    /// Plans and applies a pruning pass.
+    pub fn prune(&mut self, how: Prune) -> Result<PruneReport> {
+        let report = self.plan_prune(how)?;
+        self.apply_prune(&report);
+        Ok(report)
+    }
+
+    /// Sets `id`'s vote multiplier; returns whether it is stored.
+    pub fn set_multiplier(&mut self, id: &str, multiplier: f32) -> bool {
+        match self.slots.get(id) {
+            Some(&slot) => {
+                self.items[slot].multiplier = multiplier;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every item with its stored (normalised) embedding, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Item, &[f32])> {
+        self.items.iter().zip(self.rows.chunks_exact(self.dim))
     }
 
     fn row(&self, slot: usize) -> &[f32] {
