@@ -11,7 +11,7 @@ use crate::params::invalid;
 /// Eight independent partial sums let the compiler keep them in one SIMD
 /// register; a single running sum is a serial chain of float additions that
 /// it may not reorder, and runs several times slower at 384 dimensions.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut lanes = [0.0f32; 8];
     let chunks_a = a.chunks_exact(8);
@@ -39,7 +39,7 @@ const UNIT_TOLERANCE: f64 = 1e-5;
 /// Rejects a wrong length, non-finite components and the zero vector: any of
 /// them would put NaN into the graph, where hnsw_rs asserts on distances and
 /// would panic.
-pub(crate) fn normalised(vector: &[f32], dim: usize) -> Result<Vec<f32>> {
+pub fn normalised(vector: &[f32], dim: usize) -> Result<Vec<f32>> {
     if vector.len() != dim {
         return Err(invalid(format!(
             "vector has {} dimensions, index expects {dim}",

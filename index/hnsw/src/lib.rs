@@ -59,6 +59,7 @@ mod persist;
 mod points;
 mod search;
 
+pub use distance::{dot, normalised};
 pub use index::{IndexStats, VectorIndex};
 pub use params::{HnswParams, MAX_DIM};
 

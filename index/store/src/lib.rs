@@ -50,6 +50,7 @@ mod wal;
 
 pub use error::{Result, StoreError};
 pub use id::{validate_id, MAX_ID_BYTES};
+pub use wal::{frame_at, next_valid_frame};
 use wal::{Op, OpRef, Wal};
 
 /// How a [`Store`] trades durability for speed, and when it compacts.

@@ -314,9 +314,10 @@ pub(crate) fn replay(
     })
 }
 
-/// The payload and end offset of the frame at `offset`, or why there is no
-/// valid frame there.
-fn frame_at(bytes: &[u8], offset: usize) -> std::result::Result<(&[u8], usize), &'static str> {
+/// The payload and end offset of the `[len u32][crc32 u32][payload]` frame
+/// at `offset`, or why there is no valid frame there. Shared with other
+/// logs of the same framing (the visual memory's).
+pub fn frame_at(bytes: &[u8], offset: usize) -> std::result::Result<(&[u8], usize), &'static str> {
     let header = bytes
         .get(offset..offset + FRAME_HEADER)
         .ok_or("short record header")?;
@@ -337,7 +338,9 @@ fn frame_at(bytes: &[u8], offset: usize) -> std::result::Result<(&[u8], usize), 
     Ok((payload, start + len))
 }
 
-fn next_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
+/// The first offset at or after `from` where a valid frame starts: a bad
+/// frame with a valid one after it is corruption, not a torn tail.
+pub fn next_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len().saturating_sub(FRAME_HEADER)).find(|&p| frame_at(bytes, p).is_ok())
 }
 

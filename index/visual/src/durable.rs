@@ -113,7 +113,7 @@ impl DurableMemory {
             .map(|(item, _)| item.id.clone())
             .collect();
         if !ids.is_empty() {
-            self.commit(Op::RemoveClass(label.to_owned()))?;
+            self.commit(Op::Remove(ids.clone()))?;
         }
         Ok(ids)
     }
@@ -169,9 +169,6 @@ fn apply(memory: &mut VisualMemory, op: &Op) -> Result<()> {
             for id in ids {
                 memory.remove(id);
             }
-        }
-        Op::RemoveClass(label) => {
-            memory.remove_class(label);
         }
         Op::Multipliers(ms) => {
             for (id, m) in ms {

@@ -6,14 +6,16 @@
 //! Binary rather than JSON because a record carries raw embeddings (5 kB
 //! for 1280 floats instead of ~14 kB of text).
 //!
-//! A crash can leave the last record half written: on open, a final record
-//! that is short or fails its checksum is cut off (it was never
-//! acknowledged). A bad record followed by good data is corruption and
-//! refuses to open, rather than silently dropping acknowledged edits.
+//! A crash can leave the last record half written: on open, a bad frame
+//! with no valid frame after it is cut off (it was never acknowledged). A
+//! bad frame followed by a valid one is corruption and refuses to open,
+//! rather than silently dropping acknowledged edits.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+
+use mnemos_store::{frame_at, next_valid_frame};
 
 use crate::{Result, VisualError};
 
@@ -29,7 +31,6 @@ const MAX_RECORD: usize = 256 << 20;
 pub enum Op {
     Upsert(Vec<(String, String, Vec<f32>)>),
     Remove(Vec<String>),
-    RemoveClass(String),
     /// Soft pruning's new vote multipliers.
     Multipliers(Vec<(String, f32)>),
 }
@@ -41,6 +42,9 @@ pub struct Log {
     path: PathBuf,
     dim: usize,
     len: u64,
+    /// An append failed and its partial bytes could not be cut off: later
+    /// appends would follow garbage, so every write is refused.
+    poisoned: bool,
 }
 
 fn io(path: &Path, e: std::io::Error) -> VisualError {
@@ -56,8 +60,12 @@ impl Log {
     /// dimensions and returns it with the ops to replay.
     pub fn open(dir: &Path, dim: usize) -> Result<(Log, Vec<Op>)> {
         let path = dir.join("visual.log");
+        // A compaction that crashed before its rename leaves only this.
+        let _ = std::fs::remove_file(temp_path(&path));
         if !path.exists() {
-            return Ok((Self::create(&path, dim, &[])?, Vec::new()));
+            let log = Self::create(&path, dim, &[])?;
+            sync_parent(&path)?;
+            return Ok((log, Vec::new()));
         }
         let mut bytes = Vec::new();
         File::open(&path)
@@ -94,45 +102,49 @@ impl Log {
                 path,
                 dim,
                 len: good,
+                poisoned: false,
             },
             ops,
         ))
     }
 
     /// Writes a new log holding `ops` atomically (temp file, fsync, rename,
-    /// fsync of the directory), for creation and compaction.
+    /// fsync of the directory), for creation and compaction. The append
+    /// handle is opened on the temp file before the rename, so from the
+    /// rename on it is the live log's, whatever fails after.
     fn create(path: &Path, dim: usize, ops: &[Op]) -> Result<Log> {
-        let tmp = path.with_extension("log.tmp");
+        let tmp = temp_path(path);
         let mut buf = Vec::with_capacity(HEADER as usize);
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&(dim as u32).to_le_bytes());
         for op in ops {
             frame(&mut buf, &encode(op));
         }
-        let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(&buf)
-            .and_then(|()| f.sync_all())
+        std::fs::write(&tmp, &buf)
+            .and_then(|()| File::open(&tmp)?.sync_all())
             .map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io(dir, e))?;
-        }
         let file = OpenOptions::new()
             .append(true)
-            .open(path)
-            .map_err(|e| io(path, e))?;
+            .open(&tmp)
+            .map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
         Ok(Log {
             file,
             path: path.to_path_buf(),
             dim,
             len: buf.len() as u64,
+            poisoned: false,
         })
     }
 
     /// Appends `op` and fsyncs: when this returns, the edit survives a crash.
     pub fn append(&mut self, op: &Op) -> Result<()> {
+        if self.poisoned {
+            return Err(VisualError::Io(format!(
+                "{}: an earlier write failed and could not be undone; reopen the memory",
+                self.path.display()
+            )));
+        }
         let payload = encode(op);
         if payload.len() > MAX_RECORD {
             return Err(VisualError::InvalidInput(format!(
@@ -148,7 +160,7 @@ impl Log {
             .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             // Leave no partial record behind for later appends to follow.
-            let _ = self.file.set_len(self.len);
+            self.poisoned = self.file.set_len(self.len).is_err();
             return Err(io(&self.path, e));
         }
         self.len += buf.len() as u64;
@@ -160,10 +172,26 @@ impl Log {
         self.len
     }
 
-    /// Replaces the log by one holding just `ops` (the live state).
+    /// Replaces the log by one holding just `ops` (the live state). Once
+    /// the rename is done this handle appends to the new file, even if the
+    /// directory fsync then fails.
     pub fn rewrite(&mut self, ops: &[Op]) -> Result<()> {
         *self = Self::create(&self.path, self.dim, ops)?;
-        Ok(())
+        sync_parent(&self.path)
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_extension("log.tmp")
+}
+
+/// Makes a rename in `path`'s directory durable.
+fn sync_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(dir, e)),
+        None => Ok(()),
     }
 }
 
@@ -199,10 +227,6 @@ fn encode(op: &Op) -> Vec<u8> {
                 put_str(&mut b, id);
             }
         }
-        Op::RemoveClass(label) => {
-            b.push(3);
-            put_str(&mut b, label);
-        }
         Op::Multipliers(ms) => {
             b.push(4);
             b.extend_from_slice(&(ms.len() as u32).to_le_bytes());
@@ -216,30 +240,29 @@ fn encode(op: &Op) -> Vec<u8> {
 }
 
 /// Parses every record; returns the ops and the length of the good prefix.
+/// Frames are read with the document store's reader, so the two logs agree
+/// on what is a torn tail (no valid frame follows) and what is corruption.
 fn parse(bytes: &[u8], dim: usize, path: &Path) -> Result<(Vec<Op>, u64)> {
     let mut ops = Vec::new();
     let mut at = HEADER as usize;
     while at < bytes.len() {
-        let torn = |ops: Vec<Op>| Ok((ops, at as u64));
-        let Some(head) = bytes.get(at..at + 8) else {
-            return torn(ops);
+        let (payload, end) = match frame_at(bytes, at) {
+            Ok(frame) => frame,
+            Err(reason) => match next_valid_frame(bytes, at + 1) {
+                Some(next) => {
+                    return Err(corrupt(
+                        path,
+                        format!("{reason} at byte {at}, yet a valid record follows at byte {next}"),
+                    ))
+                }
+                None => break,
+            },
         };
-        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-        let end = at + 8 + len;
-        let Some(payload) = bytes.get(at + 8..end).filter(|_| len <= MAX_RECORD) else {
-            return torn(ops);
-        };
-        let decoded = (crc32fast::hash(payload) == crc)
-            .then(|| decode(payload, dim))
-            .flatten();
-        match decoded {
-            Some(op) => ops.push(op),
-            // The last record may be half written; anything after a bad
-            // record means acknowledged edits would be lost.
-            None if end >= bytes.len() => return torn(ops),
-            None => return Err(corrupt(path, format!("bad record at byte {at}"))),
-        }
+        // A frame whose checksum holds was written whole: if it does not
+        // decode, it is not a crash's doing.
+        let op = decode(payload, dim)
+            .ok_or_else(|| corrupt(path, format!("undecodable record at byte {at}")))?;
+        ops.push(op);
         at = end;
     }
     Ok((ops, at as u64))
@@ -296,7 +319,6 @@ fn decode(payload: &[u8], dim: usize) -> Option<Op> {
             let n = r.u32()? as usize;
             Op::Remove((0..n).map(|_| r.string()).collect::<Option<_>>()?)
         }
-        3 => Op::RemoveClass(r.string()?),
         4 => {
             let n = r.u32()? as usize;
             Op::Multipliers(

@@ -2,7 +2,7 @@
 //! in place, pruned on demand.
 //!
 //! Embeddings are stored L2-normalised in one contiguous row-major buffer,
-//! so a query is one pass of dot products (`d = 1 − cosine = 1 − dot`) and
+//! so a query is one pass of dot products (`mnemos_hnsw::dot`) (`d = 1 − cosine = 1 − dot`) and
 //! a removal is a swap with the last row: removed items are gone from the
 //! buffer at once, not hidden behind a filter, so they can never be
 //! returned. Approximate search for large memories and durability are the
@@ -10,15 +10,14 @@
 
 use std::collections::HashMap;
 
+use mnemos_hnsw::dot;
+
 use crate::vote::{aggregate, Aggregation, Decision, DistanceRange, Neighbor};
 use crate::{Result, VisualError};
 
 /// Items used to estimate the memory's distance range for the softmax
 /// aggregation: all pairs among the first this many rows.
 const RANGE_SAMPLE: usize = 512;
-/// Lanes of the dot-product accumulators: independent partial sums let the
-/// compiler vectorise what a single running sum would keep scalar.
-const LANES: usize = 16;
 
 /// One stored sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,35 +102,12 @@ impl VisualMemory {
         &self.items[slot]
     }
 
-    /// Checks and L2-normalises `embedding`: right dimension, finite,
-    /// not all zeros. Nothing is stored by a failing call.
+    /// Checks and L2-normalises `embedding` (right dimension, finite, not
+    /// all zeros; unit vectors are kept bit for bit, so re-normalising a
+    /// stored row changes nothing). Nothing is stored by a failing call.
     pub fn normalised(&self, embedding: &[f32]) -> Result<Vec<f32>> {
-        if embedding.len() != self.dim {
-            return Err(VisualError::InvalidInput(format!(
-                "embedding has {} dimensions, the memory holds {}",
-                embedding.len(),
-                self.dim
-            )));
-        }
-        if let Some(i) = embedding.iter().position(|x| !x.is_finite()) {
-            return Err(VisualError::InvalidInput(format!(
-                "embedding component {i} is not a finite number"
-            )));
-        }
-        let norm = embedding
-            .iter()
-            .map(|&x| f64::from(x) * f64::from(x))
-            .sum::<f64>()
-            .sqrt();
-        if norm == 0.0 || !norm.is_finite() {
-            return Err(VisualError::InvalidInput(
-                "embedding is all zeros (or too large to normalise)".into(),
-            ));
-        }
-        Ok(embedding
-            .iter()
-            .map(|&x| (f64::from(x) / norm) as f32)
-            .collect())
+        mnemos_hnsw::normalised(embedding, self.dim)
+            .map_err(|e| VisualError::InvalidInput(e.to_string()))
     }
 
     /// Adds or replaces the item `id`. New labels need no training: a new
@@ -231,7 +207,12 @@ impl VisualMemory {
             return Err(VisualError::InvalidInput("k must be at least 1".into()));
         }
         let query = self.normalised(embedding)?;
-        let range = self.distance_range();
+        // Only softmax uses the range; it costs all pairs of a sample.
+        let range = if aggregation == Aggregation::Softmax {
+            self.distance_range()
+        } else {
+            DistanceRange::FULL
+        };
         let hits = self.search(&query, k, None);
         let neighbors: Vec<Neighbor<'_>> = hits
             .iter()
@@ -357,21 +338,4 @@ impl VisualMemory {
     fn row(&self, slot: usize) -> &[f32] {
         &self.rows[slot * self.dim..(slot + 1) * self.dim]
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (mut xs, mut ys) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    for (x, y) in xs.by_ref().zip(ys.by_ref()) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let tail: f32 = xs
-        .remainder()
-        .iter()
-        .zip(ys.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
 }

@@ -122,12 +122,30 @@ fn a_torn_final_record_is_cut_off_and_corruption_refused() {
         ["a", "b", "c"]
     );
 
+    // A crash after the file was extended but before the data landed
+    // leaves zeros: a torn tail, not corruption.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(&[0u8; 64]).unwrap();
+    drop(f);
+    assert_eq!(
+        ids(&DurableMemory::open(dir.path(), DIM).unwrap()),
+        ["a", "b", "c"]
+    );
+
     // A flipped byte inside the first record, with good records after it.
     let mut bytes = std::fs::read(&log).unwrap();
     bytes[12 + 8 + 3] ^= 0x55;
     std::fs::write(&log, &bytes).unwrap();
     let err = DurableMemory::open(dir.path(), DIM).unwrap_err();
     assert!(matches!(err, VisualError::Corrupt(_)), "{err}");
+    // So is a first record whose length field is damaged: the records
+    // after it must not be cut off as a torn tail.
+    bytes[12 + 8 + 3] ^= 0x55;
+    bytes[12] ^= 0x40;
+    std::fs::write(&log, &bytes).unwrap();
+    let err = DurableMemory::open(dir.path(), DIM).unwrap_err();
+    assert!(matches!(err, VisualError::Corrupt(_)), "{err}");
+    assert_eq!(std::fs::read(&log).unwrap(), bytes, "nothing cut off");
 }
 
 #[test]
