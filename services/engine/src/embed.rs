@@ -50,6 +50,7 @@ impl EmbedPool {
         max_batch: usize,
         capacity: usize,
     ) -> Self {
+        let max_batch = max_batch.max(1);
         let (tx, rx) = sync_channel::<Job>(capacity);
         let rx = Arc::new(Mutex::new(rx));
         let stats = Arc::new(EmbedStats::default());
@@ -61,7 +62,7 @@ impl EmbedPool {
                 let stats = Arc::clone(&stats);
                 std::thread::Builder::new()
                     .name(format!("mnemos-embed-{i}"))
-                    .spawn(move || worker(&rx, enc.as_ref(), max_batch.max(1), &stats))
+                    .spawn(move || worker(&rx, enc.as_ref(), max_batch, &stats))
                     .expect("spawning an embedding thread")
             })
             .collect();
@@ -70,7 +71,7 @@ impl EmbedPool {
             workers: handles,
             stats,
             dim,
-            max_batch: max_batch.max(1),
+            max_batch,
         }
     }
 
@@ -113,21 +114,25 @@ impl EmbedPool {
     /// batch's longest. Vectors come back in input order.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         let n = texts.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         if n <= self.max_batch {
             return self.await_job(self.submit(texts)?).await;
         }
-        let mut order: Vec<usize> = (0..n).collect();
         // Bytes stand in for tokens: close enough to group similar lengths.
-        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
-        let mut texts: Vec<Option<String>> = texts.into_iter().map(Some).collect();
+        let mut texts: Vec<(usize, String)> = texts.into_iter().enumerate().collect();
+        texts.sort_by_key(|(_, t)| std::cmp::Reverse(t.len()));
         let mut pending = Vec::new();
-        for chunk in order.chunks(self.max_batch) {
-            let job = chunk.iter().map(|&i| texts[i].take().unwrap_or_default());
-            pending.push((chunk, self.submit(job.collect())?));
+        let mut texts = texts.into_iter().peekable();
+        while texts.peek().is_some() {
+            let (slots, job): (Vec<usize>, Vec<String>) =
+                texts.by_ref().take(self.max_batch).unzip();
+            pending.push((slots, self.submit(job)?));
         }
         let mut out = vec![Vec::new(); n];
-        for (chunk, rx) in pending {
-            for (&i, vector) in chunk.iter().zip(self.await_job(rx).await?) {
+        for (slots, rx) in pending {
+            for (i, vector) in slots.into_iter().zip(self.await_job(rx).await?) {
                 out[i] = vector;
             }
         }
