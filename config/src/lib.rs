@@ -7,8 +7,10 @@
 //! (`dense.max_batch: invalid type ...`) instead of being silently ignored.
 
 mod settings;
+mod visual;
 
 pub use settings::*;
+pub use visual::{VisualSettings, VISUAL_AGGREGATIONS};
 
 use std::path::Path;
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::visual::VisualSettings;
 use crate::{ConfigError, Result};
 
 /// All settings. Section names match the TOML file and the env variables.
@@ -16,6 +17,7 @@ pub struct Settings {
     pub dense: DenseSettings,
     pub hnsw: HnswSettings,
     pub store: StoreSettings,
+    pub visual: VisualSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,7 +195,7 @@ impl Default for StoreSettings {
 
 pub const KNOWN_BACKENDS: &[&str] = &["bm25", "dense"];
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -201,7 +203,11 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
 }
 
 /// `Err` naming `key` unless `value` lies in `range`.
-fn in_range(key: &str, value: usize, range: std::ops::RangeInclusive<usize>) -> Result<()> {
+pub(crate) fn in_range(
+    key: &str,
+    value: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<()> {
     if range.contains(&value) {
         Ok(())
     } else {
@@ -308,6 +314,7 @@ impl Settings {
         if !(self.hnsw.compact_ratio > 0.0 && self.hnsw.compact_ratio <= 1.0) {
             return Err(invalid("hnsw.compact_ratio", "must be in (0, 1]"));
         }
+        self.visual.validate()?;
         if !self.bm25.enabled && !self.dense.enabled {
             return Err(invalid(
                 "bm25.enabled",

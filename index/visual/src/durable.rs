@@ -9,18 +9,34 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use fs4::fs_std::FileExt;
 
-use crate::log::{Log, Op, MAX_NAME};
+use crate::log::{Log, Op, Row, MAX_METADATA, MAX_NAME, MAX_RECORD};
 use crate::memory::{Prune, PruneReport, VisualMemory};
+use crate::params::VisualParams;
 use crate::vote::{Aggregation, Decision};
 use crate::{Result, VisualError};
 
-/// Items per record when the log is rewritten from the live state.
+/// Items per record when the log is rewritten from the live state (fewer
+/// for very wide embeddings, so a record stays well under the log's
+/// limit). Replay hands each record to the memory as one batch, and in
+/// graph mode a batch this size is inserted on all cores.
 const SNAPSHOT_CHUNK: usize = 4096;
 /// The log is rewritten once it exceeds twice the live state plus this.
 const COMPACT_SLACK: u64 = 8 << 20;
+
+/// One item for [`DurableMemory::upsert_items`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewItem<'a> {
+    pub id: &'a str,
+    pub label: &'a str,
+    pub embedding: &'a [f32],
+    /// Opaque to the memory (the gateway stores JSON text), returned with
+    /// the item as a neighbour; at most [`MAX_METADATA`] bytes.
+    pub metadata: Option<&'a str>,
+}
 
 /// A durable visual memory in one directory.
 #[derive(Debug)]
@@ -32,8 +48,16 @@ pub struct DurableMemory {
 
 impl DurableMemory {
     /// Opens the memory in `dir` (created if absent) for `dim`-dimensional
-    /// embeddings, replaying its log.
+    /// embeddings with the default [`VisualParams`], replaying its log.
     pub fn open(dir: &Path, dim: usize) -> Result<Self> {
+        Self::open_with(dir, dim, VisualParams::default())
+    }
+
+    /// [`Self::open`] with explicit search parameters. They are not stored
+    /// in the log: a memory may be reopened with other ones, and replay
+    /// builds the graph if the memory holds `params.ann_above` items or
+    /// more (minutes at a million items).
+    pub fn open_with(dir: &Path, dim: usize, params: VisualParams) -> Result<Self> {
         let io = |e: std::io::Error| VisualError::Io(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
         let lock = File::create(dir.join("LOCK")).map_err(io)?;
@@ -43,11 +67,8 @@ impl DurableMemory {
                 dir.display()
             )));
         }
-        let mut memory = VisualMemory::new(dim)?;
-        let (log, ops) = Log::open(dir, dim)?;
-        for op in &ops {
-            apply(&mut memory, op)?;
-        }
+        let mut memory = VisualMemory::with_params(dim, params)?;
+        let log = Log::open(dir, dim, |op| apply(&mut memory, &op))?;
         Ok(Self {
             memory,
             log,
@@ -61,7 +82,7 @@ impl DurableMemory {
     }
 
     pub fn classify(
-        &mut self,
+        &self,
         embedding: &[f32],
         k: usize,
         aggregation: Aggregation,
@@ -69,21 +90,58 @@ impl DurableMemory {
         self.memory.classify(embedding, k, aggregation)
     }
 
+    /// [`VisualMemory::classify_with_ef`].
+    pub fn classify_with_ef(
+        &self,
+        embedding: &[f32],
+        k: usize,
+        aggregation: Aggregation,
+        ef: Option<usize>,
+    ) -> Result<Decision> {
+        self.memory.classify_with_ef(embedding, k, aggregation, ef)
+    }
+
     /// Adds or replaces `(id, label, embedding)` items, all or none.
     pub fn upsert(&mut self, items: &[(&str, &str, &[f32])]) -> Result<()> {
+        let items: Vec<NewItem<'_>> = items
+            .iter()
+            .map(|&(id, label, embedding)| NewItem {
+                id,
+                label,
+                embedding,
+                metadata: None,
+            })
+            .collect();
+        self.upsert_items(&items)
+    }
+
+    /// Adds or replaces items with their metadata, all or none: every item
+    /// is checked before one record is logged for the whole batch.
+    pub fn upsert_items(&mut self, items: &[NewItem<'_>]) -> Result<()> {
         let mut rows = Vec::with_capacity(items.len());
-        for (i, (id, label, embedding)) in items.iter().enumerate() {
+        for (i, item) in items.iter().enumerate() {
             let bad = |what: String| VisualError::InvalidInput(format!("item {i}: {what}"));
-            for (name, value) in [("id", id), ("label", label)] {
+            for (name, value) in [("id", item.id), ("label", item.label)] {
                 if value.is_empty() || value.len() > MAX_NAME {
                     return Err(bad(format!("{name} must be 1 to {MAX_NAME} bytes")));
                 }
             }
-            let row = self
+            if item.metadata.is_some_and(|m| m.len() > MAX_METADATA) {
+                return Err(bad(format!(
+                    "metadata must be at most {} KiB",
+                    MAX_METADATA >> 10
+                )));
+            }
+            let vector = self
                 .memory
-                .normalised(embedding)
+                .normalised(item.embedding)
                 .map_err(|e| bad(e.to_string()))?;
-            rows.push((id.to_string(), label.to_string(), row));
+            rows.push(Row {
+                id: item.id.to_string(),
+                label: item.label.to_string(),
+                vector,
+                metadata: item.metadata.filter(|m| !m.is_empty()).map(str::to_owned),
+            });
         }
         if rows.is_empty() {
             return Ok(());
@@ -108,9 +166,9 @@ impl DurableMemory {
     pub fn remove_class(&mut self, label: &str) -> Result<Vec<String>> {
         let ids: Vec<String> = self
             .memory
-            .iter()
-            .filter(|(item, _)| item.label == label)
-            .map(|(item, _)| item.id.clone())
+            .items()
+            .filter(|item| item.label == label)
+            .map(|item| item.id.clone())
             .collect();
         if !ids.is_empty() {
             self.commit(Op::Remove(ids.clone()))?;
@@ -134,7 +192,7 @@ impl DurableMemory {
     /// Rewrites the log as the live state alone (atomically: a crash
     /// leaves the old log or the new one, both complete).
     pub fn compact(&mut self) -> Result<()> {
-        self.log.rewrite(&snapshot(&self.memory))
+        self.log.rewrite(snapshot(&self.memory))
     }
 
     /// Bytes in the log.
@@ -161,14 +219,18 @@ impl DurableMemory {
 fn apply(memory: &mut VisualMemory, op: &Op) -> Result<()> {
     match op {
         Op::Upsert(items) => {
-            for (id, label, row) in items {
-                memory.upsert(id, label, row)?;
+            let batch: Vec<(&str, &str, &[f32])> = items
+                .iter()
+                .map(|r| (r.id.as_str(), r.label.as_str(), r.vector.as_slice()))
+                .collect();
+            memory.upsert_batch(&batch)?;
+            for r in items {
+                memory.set_metadata(&r.id, r.metadata.as_deref().map(Arc::from));
             }
         }
         Op::Remove(ids) => {
-            for id in ids {
-                memory.remove(id);
-            }
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            memory.remove_many(&ids);
         }
         Op::Multipliers(ms) => {
             for (id, m) in ms {
@@ -179,25 +241,38 @@ fn apply(memory: &mut VisualMemory, op: &Op) -> Result<()> {
     Ok(())
 }
 
-/// The live state as log records.
-fn snapshot(memory: &VisualMemory) -> Vec<Op> {
-    let mut ops = Vec::new();
-    let mut chunk = Vec::new();
+/// The live state as log records, produced one record at a time so that
+/// a compaction of a large memory holds one chunk of vectors, not all.
+fn snapshot(memory: &VisualMemory) -> impl Iterator<Item = Op> + '_ {
+    let per_item = 12 + 2 * MAX_NAME + MAX_METADATA + 4 * memory.dim();
+    let chunk = SNAPSHOT_CHUNK.min(MAX_RECORD / 4 / per_item).max(1);
+    let multipliers_chunk = MAX_RECORD / 4 / (MAX_NAME + 8);
+    let mut items = memory.iter();
     let mut multipliers = Vec::new();
-    for (item, row) in memory.iter() {
-        chunk.push((item.id.clone(), item.label.clone(), row.to_vec()));
-        if item.multiplier != 1.0 {
-            multipliers.push((item.id.clone(), item.multiplier));
+    std::iter::from_fn(move || {
+        let rows: Vec<Row> = items
+            .by_ref()
+            .take(chunk)
+            .map(|(item, row)| {
+                if item.multiplier != 1.0 {
+                    multipliers.push((item.id.clone(), item.multiplier));
+                }
+                Row {
+                    id: item.id.clone(),
+                    label: item.label.clone(),
+                    vector: row.into_owned(),
+                    metadata: item.metadata.as_deref().map(str::to_owned),
+                }
+            })
+            .collect();
+        if !rows.is_empty() {
+            return Some(Op::Upsert(rows));
         }
-        if chunk.len() == SNAPSHOT_CHUNK {
-            ops.push(Op::Upsert(std::mem::take(&mut chunk)));
+        // Multipliers after every item they refer to.
+        if multipliers.is_empty() {
+            return None;
         }
-    }
-    if !chunk.is_empty() {
-        ops.push(Op::Upsert(chunk));
-    }
-    if !multipliers.is_empty() {
-        ops.push(Op::Multipliers(multipliers));
-    }
-    ops
+        let rest = multipliers.split_off(multipliers.len().saturating_sub(multipliers_chunk));
+        Some(Op::Multipliers(rest))
+    })
 }

@@ -1,23 +1,39 @@
-//! The memory itself: (id, label, embedding) items searched exactly, edited
-//! in place, pruned on demand.
+//! The memory itself: (id, label, embedding) items, searched exactly while
+//! few and through an HNSW graph once many, edited in place, pruned on
+//! demand.
 //!
-//! Embeddings are stored L2-normalised in one contiguous row-major buffer,
-//! so a query is one pass of dot products (`mnemos_hnsw::dot`) (`d = 1 − cosine = 1 − dot`) and
-//! a removal is a swap with the last row: removed items are gone from the
-//! buffer at once, not hidden behind a filter, so they can never be
-//! returned. Approximate search for large memories and durability are the
-//! next layers; they keep this type as the source of truth.
+//! Items live in a dense table (`items`, slot = position) with an id →
+//! slot map; a removal swaps the last item into the hole, so slots stay
+//! dense and a slot is only valid until the next edit. The embeddings live
+//! in [`Vectors`]: a flat buffer parallel to the table below
+//! [`VisualParams::ann_above`] items, a graph index keyed by id from then
+//! on. Removed items are never returned in either mode: the flat buffer
+//! drops their row at once, the graph index tombstones them before
+//! `remove` returns, and graph hits are mapped back through the id → slot
+//! map, which no longer knows them.
+//!
+//! A memory that shrinks below the threshold again keeps its graph: a
+//! rebuild back and forth around the threshold would cost far more than
+//! it saves, and the graph index itself scans exactly below
+//! `hnsw.exact_below` live items.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
-use mnemos_hnsw::dot;
+use mnemos_hnsw::VectorIndex;
+use mnemos_index_core::IndexWrite;
+use serde::Serialize;
 
-use crate::vote::{aggregate, Aggregation, Decision, DistanceRange, Neighbor};
+use crate::params::VisualParams;
+use crate::prune;
+use crate::vectors::{build_index, Vectors};
+use crate::vote::DistanceRange;
 use crate::{Result, VisualError};
 
-/// Items used to estimate the memory's distance range for the softmax
-/// aggregation: all pairs among the first this many rows.
-const RANGE_SAMPLE: usize = 512;
+pub use crate::prune::{Prune, PruneReport};
 
 /// One stored sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,64 +42,81 @@ pub struct Item {
     pub label: String,
     /// Vote multiplier: 1, or 1.75/(1 + wrong-count) after soft pruning.
     pub multiplier: f32,
+    /// The caller's metadata, opaque here (shared, so answers can carry it
+    /// without copying).
+    pub metadata: Option<Arc<str>>,
 }
 
-/// A retrieved neighbour, nearest first.
+/// A retrieved neighbour, nearest first. `slot` indexes [`VisualMemory::item`]
+/// until the next edit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub slot: usize,
     pub distance: f32,
 }
 
-/// What a pruning pass did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PruneReport {
-    /// Items examined.
-    pub examined: usize,
-    /// Hard pruning: `(id, label, wrong_count)` of the items dropped.
-    pub removed: Vec<(String, String, u32)>,
-    /// Soft pruning: `(id, new multiplier)` of the items down-weighted.
-    pub downweighted: Vec<(String, f32)>,
+/// What a stats endpoint shows about a memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VisualStats {
+    /// Live items.
+    pub items: usize,
+    /// Distinct labels among them.
+    pub classes: usize,
+    /// Whether searches go through the HNSW graph.
+    pub graph: bool,
+    /// Points in the graph, live and dead (0 without a graph).
+    pub graph_points: usize,
+    /// Replaced or removed points still in the graph, hidden from searches
+    /// until the graph's background compaction drops them.
+    pub dead_points: usize,
 }
 
-/// How to prune (`SPECS.md` §3).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Prune {
-    /// Drop items that appear with the wrong label in at least `threshold`
-    /// other items' top-`k`.
-    Hard { k: usize, threshold: u32 },
-    /// Multiply each item's vote by 1.75/(1 + wrong-count).
-    Soft { k: usize },
-}
-
-/// An in-memory visual memory of fixed embedding dimension.
-#[derive(Debug, Clone)]
+/// A visual memory of fixed embedding dimension.
+///
+/// Reads take `&self` and it is `Send + Sync`: many threads may classify
+/// at once while edits (`&mut self`) are serialised by the caller.
 pub struct VisualMemory {
-    dim: usize,
-    rows: Vec<f32>,
-    items: Vec<Item>,
-    slots: HashMap<String, usize>,
-    range: Option<DistanceRange>,
+    pub(crate) dim: usize,
+    pub(crate) params: VisualParams,
+    pub(crate) items: Vec<Item>,
+    pub(crate) slots: HashMap<String, usize>,
+    /// label → number of items carrying it.
+    classes: HashMap<String, usize>,
+    pub(crate) vectors: Vectors,
+    /// The softmax aggregation's distance range; reset by every edit.
+    pub(crate) range: OnceLock<DistanceRange>,
 }
 
 impl VisualMemory {
+    /// An empty memory with the default [`VisualParams`].
     pub fn new(dim: usize) -> Result<Self> {
-        if dim == 0 {
-            return Err(VisualError::InvalidInput(
-                "embedding dimension must be at least 1".into(),
-            ));
-        }
+        Self::with_params(dim, VisualParams::default())
+    }
+
+    pub fn with_params(dim: usize, params: VisualParams) -> Result<Self> {
+        params.validate(dim)?;
+        let vectors = if params.ann_above == 0 {
+            Vectors::Graph(VectorIndex::new(dim, params.hnsw.clone())?)
+        } else {
+            Vectors::Flat(Vec::new())
+        };
         Ok(Self {
             dim,
-            rows: Vec::new(),
+            params,
             items: Vec::new(),
             slots: HashMap::new(),
-            range: None,
+            classes: HashMap::new(),
+            vectors,
+            range: OnceLock::new(),
         })
     }
 
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    pub fn params(&self) -> &VisualParams {
+        &self.params
     }
 
     pub fn len(&self) -> usize {
@@ -102,6 +135,56 @@ impl VisualMemory {
         &self.items[slot]
     }
 
+    /// The item stored under `id`.
+    pub fn get(&self, id: &str) -> Option<&Item> {
+        self.slots.get(id).map(|&slot| &self.items[slot])
+    }
+
+    /// Sets `id`'s metadata; returns whether it is stored.
+    pub fn set_metadata(&mut self, id: &str, metadata: Option<Arc<str>>) -> bool {
+        match self.slots.get(id) {
+            Some(&slot) => {
+                self.items[slot].metadata = metadata;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every item, in slot order, without its embedding.
+    pub fn items(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter()
+    }
+
+    /// The stored (normalised) embedding of `id`.
+    pub fn embedding(&self, id: &str) -> Option<Vec<f32>> {
+        self.slots
+            .get(id)
+            .map(|&slot| self.vector_at(slot).into_owned())
+    }
+
+    /// Whether searches go through the HNSW graph.
+    pub fn is_graph(&self) -> bool {
+        matches!(self.vectors, Vectors::Graph(_))
+    }
+
+    pub fn stats(&self) -> VisualStats {
+        let (graph_points, dead_points) = match &self.vectors {
+            Vectors::Flat(_) => (0, 0),
+            Vectors::Graph(index) => {
+                let s = index.stats();
+                (s.graph_points, s.dead)
+            }
+        };
+        VisualStats {
+            items: self.items.len(),
+            classes: self.classes.len(),
+            graph: self.is_graph(),
+            graph_points,
+            dead_points,
+        }
+    }
+
     /// Checks and L2-normalises `embedding` (right dimension, finite, not
     /// all zeros; unit vectors are kept bit for bit, so re-normalising a
     /// stored row changes nothing). Nothing is stored by a failing call.
@@ -113,48 +196,89 @@ impl VisualMemory {
     /// Adds or replaces the item `id`. New labels need no training: a new
     /// class exists as soon as its first sample is stored.
     pub fn upsert(&mut self, id: &str, label: &str, embedding: &[f32]) -> Result<()> {
-        if id.is_empty() || label.is_empty() {
-            return Err(VisualError::InvalidInput(
-                "id and label must not be empty".into(),
-            ));
-        }
-        let row = self.normalised(embedding)?;
-        let item = Item {
-            id: id.to_owned(),
-            label: label.to_owned(),
-            multiplier: 1.0,
-        };
-        match self.slots.get(id) {
-            Some(&slot) => {
-                self.rows[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&row);
-                self.items[slot] = item;
+        self.upsert_batch(&[(id, label, embedding)])
+    }
+
+    /// Adds or replaces `(id, label, embedding)` items, all or none (every
+    /// item is checked before anything changes); a repeated id keeps its
+    /// last occurrence. A replaced item's vote multiplier is reset to 1.
+    ///
+    /// In graph mode the batch goes to the graph in one call, which
+    /// inserts it on all cores: bulk loads should come in large batches.
+    /// The batch that brings the memory to [`VisualParams::ann_above`]
+    /// items builds the graph from every stored vector first.
+    pub fn upsert_batch(&mut self, batch: &[(&str, &str, &[f32])]) -> Result<()> {
+        let mut rows = Vec::with_capacity(batch.len());
+        for (i, (id, label, embedding)) in batch.iter().enumerate() {
+            if id.is_empty() || label.is_empty() {
+                return Err(VisualError::InvalidInput(format!(
+                    "item {i}: id and label must not be empty"
+                )));
             }
-            None => {
-                self.slots.insert(id.to_owned(), self.items.len());
-                self.rows.extend_from_slice(&row);
-                self.items.push(item);
+            rows.push(self.normalised(embedding)?);
+        }
+        self.range = OnceLock::new();
+        let mut next = 0;
+        while next < batch.len() && !self.is_graph() {
+            let (id, label, _) = batch[next];
+            let (slot, added) = self.put_item(id, label);
+            if let Vectors::Flat(flat) = &mut self.vectors {
+                if added {
+                    flat.extend_from_slice(&rows[next]);
+                } else {
+                    flat[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&rows[next]);
+                }
+            }
+            next += 1;
+            if self.items.len() >= self.params.ann_above {
+                self.enter_graph_mode()?;
             }
         }
-        self.range = None;
+        if let Vectors::Graph(index) = &self.vectors {
+            let entries: Vec<(&str, u64, &[f32])> = batch[next..]
+                .iter()
+                .zip(&rows[next..])
+                .map(|((id, _, _), row)| (*id, 0, row.as_slice()))
+                .collect();
+            // The index first: if it refused, the table must not change.
+            index.upsert(&entries)?;
+            for (id, label, _) in &batch[next..] {
+                self.put_item(id, label);
+            }
+        }
         Ok(())
     }
 
     /// Removes `id`; returns whether it was stored.
     pub fn remove(&mut self, id: &str) -> bool {
-        let Some(slot) = self.slots.remove(id) else {
-            return false;
-        };
-        let last = self.items.len() - 1;
-        if slot != last {
-            let (head, tail) = self.rows.split_at_mut(last * self.dim);
-            head[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&tail[..self.dim]);
-            self.items.swap(slot, last);
-            self.slots.insert(self.items[slot].id.clone(), slot);
+        !self.remove_many(&[id]).is_empty()
+    }
+
+    /// Removes the given ids; returns those that were stored. None of them
+    /// is returned by any search once this returns.
+    pub fn remove_many(&mut self, ids: &[&str]) -> Vec<String> {
+        let mut present: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.slots.contains_key(*id))
+            .collect();
+        present.sort_unstable();
+        present.dedup();
+        if present.is_empty() {
+            return Vec::new();
         }
-        self.items.pop();
-        self.rows.truncate(last * self.dim);
-        self.range = None;
-        true
+        if let Vectors::Graph(index) = &self.vectors {
+            // Cannot fail today; should it, searches still drop the ids,
+            // which the table below forgets.
+            if let Err(e) = index.remove(&present) {
+                tracing::error!("visual memory: graph index refused a removal: {e}");
+            }
+        }
+        for id in &present {
+            self.drop_item(id);
+        }
+        self.range = OnceLock::new();
+        present.into_iter().map(str::to_owned).collect()
     }
 
     /// Removes every item labelled `label`; returns their ids.
@@ -165,148 +289,23 @@ impl VisualMemory {
             .filter(|i| i.label == label)
             .map(|i| i.id.clone())
             .collect();
-        for id in &ids {
-            self.remove(id);
-        }
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.remove_many(&refs);
         ids
     }
 
-    /// The `k` items nearest to the unit vector `query`, nearest first
-    /// (ties by slot), skipping `exclude`.
-    pub fn search(&self, query: &[f32], k: usize, exclude: Option<usize>) -> Vec<Hit> {
-        let mut hits: Vec<Hit> = self
-            .rows
-            .chunks_exact(self.dim)
-            .enumerate()
-            .filter(|(slot, _)| Some(*slot) != exclude)
-            .map(|(slot, row)| Hit {
-                slot,
-                distance: 1.0 - dot(query, row),
-            })
-            .collect();
-        let k = k.min(hits.len());
-        if k == 0 {
-            return Vec::new();
-        }
-        let by_distance =
-            |a: &Hit, b: &Hit| a.distance.total_cmp(&b.distance).then(a.slot.cmp(&b.slot));
-        hits.select_nth_unstable_by(k - 1, by_distance);
-        hits.truncate(k);
-        hits.sort_by(by_distance);
-        hits
-    }
-
-    /// Classifies `embedding` by its `k` nearest items.
-    pub fn classify(
-        &mut self,
-        embedding: &[f32],
-        k: usize,
-        aggregation: Aggregation,
-    ) -> Result<Decision> {
-        if k == 0 {
-            return Err(VisualError::InvalidInput("k must be at least 1".into()));
-        }
-        let query = self.normalised(embedding)?;
-        // Only softmax uses the range; it costs all pairs of a sample.
-        let range = if aggregation == Aggregation::Softmax {
-            self.distance_range()
-        } else {
-            DistanceRange::FULL
-        };
-        let hits = self.search(&query, k, None);
-        let neighbors: Vec<Neighbor<'_>> = hits
-            .iter()
-            .map(|h| {
-                let item = &self.items[h.slot];
-                Neighbor {
-                    id: &item.id,
-                    label: &item.label,
-                    distance: h.distance,
-                    multiplier: item.multiplier,
-                }
-            })
-            .collect();
-        Ok(aggregate(&neighbors, aggregation, range))
-    }
-
-    /// The min and max distance between stored items (over all pairs of
-    /// the first [`RANGE_SAMPLE`] rows), for the softmax aggregation;
-    /// cached until the next edit.
-    pub fn distance_range(&mut self) -> DistanceRange {
-        if let Some(r) = self.range {
-            return r;
-        }
-        let n = self.items.len().min(RANGE_SAMPLE);
-        let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
-        for i in 0..n {
-            for j in i + 1..n {
-                let d = 1.0 - dot(self.row(i), self.row(j));
-                min = min.min(d);
-                max = max.max(d);
-            }
-        }
-        let range = if min < max {
-            DistanceRange { min, max }
-        } else {
-            DistanceRange::FULL
-        };
-        self.range = Some(range);
-        range
-    }
-
-    /// Runs every item as a query against the others and counts, for each
-    /// item, how often it appears in another item's top-`k` with a label
-    /// that differs from that item's; then says what `how` would do,
-    /// changing nothing (so a durable caller can log it first).
+    /// Counts, for each item, how often it appears in another item's
+    /// top-`k` with a different label (every item is run as a query, on
+    /// all cores; through the graph in graph mode), then says what `how`
+    /// would do, changing nothing (so a durable caller can log it first).
     pub fn plan_prune(&self, how: Prune) -> Result<PruneReport> {
-        let k = match how {
-            Prune::Hard { threshold: 0, .. } => {
-                return Err(VisualError::InvalidInput(
-                    "prune threshold must be at least 1".into(),
-                ))
-            }
-            Prune::Hard { k, .. } | Prune::Soft { k } => k,
-        };
-        if k == 0 {
-            return Err(VisualError::InvalidInput(
-                "prune k must be at least 1".into(),
-            ));
-        }
-        let mut wrong = vec![0u32; self.items.len()];
-        for i in 0..self.items.len() {
-            for hit in self.search(self.row(i), k, Some(i)) {
-                if self.items[hit.slot].label != self.items[i].label {
-                    wrong[hit.slot] += 1;
-                }
-            }
-        }
-        let mut report = PruneReport {
-            examined: self.items.len(),
-            ..PruneReport::default()
-        };
-        for (item, &w) in self.items.iter().zip(&wrong) {
-            match how {
-                Prune::Hard { threshold, .. } if w >= threshold => {
-                    report
-                        .removed
-                        .push((item.id.clone(), item.label.clone(), w));
-                }
-                Prune::Soft { .. } if w > 0 => {
-                    report
-                        .downweighted
-                        .push((item.id.clone(), 1.75 / (1.0 + w as f32)));
-                }
-                _ => {}
-            }
-        }
-        Ok(report)
+        prune::plan(self, how)
     }
 
     /// Carries out a [`VisualMemory::plan_prune`] report.
     pub fn apply_prune(&mut self, report: &PruneReport) {
-        for (id, _, _) in &report.removed {
-            self.remove(id);
-        }
+        let ids: Vec<&str> = report.removed.iter().map(|r| r.0.as_str()).collect();
+        self.remove_many(&ids);
         for (id, m) in &report.downweighted {
             self.set_multiplier(id, *m);
         }
@@ -331,11 +330,146 @@ impl VisualMemory {
     }
 
     /// Every item with its stored (normalised) embedding, in slot order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Item, &[f32])> {
-        self.items.iter().zip(self.rows.chunks_exact(self.dim))
+    /// In graph mode each embedding is copied out of the index as it is
+    /// reached, so a pass over a large memory never holds them all.
+    pub fn iter(&self) -> impl Iterator<Item = (&Item, Cow<'_, [f32]>)> {
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(slot, item)| (item, self.vector_at(slot)))
     }
 
-    fn row(&self, slot: usize) -> &[f32] {
-        &self.rows[slot * self.dim..(slot + 1) * self.dim]
+    /// The embedding of the item in `slot`.
+    pub(crate) fn vector_at(&self, slot: usize) -> Cow<'_, [f32]> {
+        match &self.vectors {
+            Vectors::Flat(rows) => Cow::Borrowed(&rows[slot * self.dim..(slot + 1) * self.dim]),
+            Vectors::Graph(index) => Cow::Owned(
+                index
+                    .get_vector(&self.items[slot].id)
+                    .expect("every item of the table is live in the graph index"),
+            ),
+        }
+    }
+
+    /// Records `(id, label)` in the item table (new items at the end);
+    /// returns the slot and whether the id is new.
+    fn put_item(&mut self, id: &str, label: &str) -> (usize, bool) {
+        *self.classes.entry(label.to_owned()).or_insert(0) += 1;
+        let item = Item {
+            id: id.to_owned(),
+            label: label.to_owned(),
+            multiplier: 1.0,
+            metadata: None,
+        };
+        match self.slots.get(id) {
+            Some(&slot) => {
+                let old = std::mem::replace(&mut self.items[slot], item);
+                self.forget_label(&old.label);
+                (slot, false)
+            }
+            None => {
+                let slot = self.items.len();
+                self.slots.insert(id.to_owned(), slot);
+                self.items.push(item);
+                (slot, true)
+            }
+        }
+    }
+
+    /// Drops `id` from the table (and its row, in flat mode) by moving the
+    /// last item into its slot.
+    fn drop_item(&mut self, id: &str) {
+        let Some(slot) = self.slots.remove(id) else {
+            return;
+        };
+        let last = self.items.len() - 1;
+        if let Vectors::Flat(rows) = &mut self.vectors {
+            if slot != last {
+                let (head, tail) = rows.split_at_mut(last * self.dim);
+                head[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&tail[..self.dim]);
+            }
+            rows.truncate(last * self.dim);
+        }
+        let removed = self.items.swap_remove(slot);
+        if slot != last {
+            self.slots.insert(self.items[slot].id.clone(), slot);
+        }
+        self.forget_label(&removed.label);
+    }
+
+    fn forget_label(&mut self, label: &str) {
+        if let Some(n) = self.classes.get_mut(label) {
+            *n -= 1;
+            if *n == 0 {
+                self.classes.remove(label);
+            }
+        }
+    }
+
+    /// Moves every stored vector into a new graph index and drops the flat
+    /// buffer. Until the graph is complete the flat buffer stays in place,
+    /// so a failure leaves the memory as it was. Peak memory is the flat
+    /// buffer plus the index's two copies, i.e. three times
+    /// `ann_above × dim × 4` bytes.
+    fn enter_graph_mode(&mut self) -> Result<()> {
+        let Vectors::Flat(rows) = &self.vectors else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let entries = self
+            .items
+            .iter()
+            .zip(rows.chunks_exact(self.dim))
+            .map(|(item, row)| (item.id.as_str(), Cow::Borrowed(row)));
+        let index = build_index(self.dim, &self.params.hnsw, entries)?;
+        self.vectors = Vectors::Graph(index);
+        tracing::info!(
+            items = self.items.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "visual memory switched to graph search"
+        );
+        Ok(())
+    }
+}
+
+/// A deep copy. In graph mode that means building a second graph from the
+/// stored vectors, which at scale takes as long as the first build did.
+impl Clone for VisualMemory {
+    fn clone(&self) -> Self {
+        let vectors = match &self.vectors {
+            Vectors::Flat(rows) => Vectors::Flat(rows.clone()),
+            Vectors::Graph(_) => {
+                let entries = self
+                    .items
+                    .iter()
+                    .enumerate()
+                    .map(|(slot, item)| (item.id.as_str(), self.vector_at(slot)));
+                // The vectors came out of an index built with these very
+                // parameters, so nothing here can be refused.
+                Vectors::Graph(
+                    build_index(self.dim, &self.params.hnsw, entries)
+                        .expect("rebuilding a graph from its own vectors"),
+                )
+            }
+        };
+        Self {
+            dim: self.dim,
+            params: self.params.clone(),
+            items: self.items.clone(),
+            slots: self.slots.clone(),
+            classes: self.classes.clone(),
+            vectors,
+            range: self.range.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for VisualMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VisualMemory")
+            .field("dim", &self.dim)
+            .field("params", &self.params)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }

@@ -4,7 +4,8 @@
 
 use std::io::Write;
 
-use mnemos_visual::{Aggregation, DurableMemory, Prune, VisualError};
+use mnemos_hnsw::HnswParams;
+use mnemos_visual::{Aggregation, DurableMemory, Prune, VisualError, VisualParams};
 
 const DIM: usize = 8;
 
@@ -34,7 +35,7 @@ fn acknowledged_edits_survive_reopening() {
         m.upsert(&[("e", "emu", &v(5)), ("b", "ant", &v(6))])
             .unwrap();
     }
-    let mut m = DurableMemory::open(dir.path(), DIM).unwrap();
+    let m = DurableMemory::open(dir.path(), DIM).unwrap();
     assert_eq!(ids(&m), ["b", "e"]);
     let d = m.classify(&v(6), 1, Aggregation::RankVoting).unwrap();
     assert_eq!(d.label.as_deref(), Some("ant"));
@@ -178,4 +179,142 @@ fn one_process_per_directory_and_one_dimension_per_memory() {
     drop(m);
     let err = DurableMemory::open(dir.path(), DIM + 1).unwrap_err();
     assert!(err.to_string().contains("8-dimensional"), "{err}");
+}
+
+/// Classes `g{j}` around well-separated centres in 16 dimensions.
+fn clustered(n: usize) -> Vec<(String, String, Vec<f32>)> {
+    const WIDE: usize = 16;
+    let centre = |j: usize| -> Vec<f32> {
+        (0..WIDE)
+            .map(|i| (((j * 7919 + i * 104_729) % 1000) as f32 / 500.0) - 1.0)
+            .collect()
+    };
+    (0..n)
+        .map(|i| {
+            let j = i % 10;
+            let v: Vec<f32> = centre(j)
+                .iter()
+                .enumerate()
+                .map(|(d, c)| c + 0.05 * (((i * 31 + d * 17) % 97) as f32 / 97.0 - 0.5))
+                .collect();
+            (format!("item-{i}"), format!("g{j}"), v)
+        })
+        .collect()
+}
+
+fn decisions(m: &DurableMemory, queries: &[Vec<f32>]) -> Vec<(Option<String>, Vec<String>)> {
+    queries
+        .iter()
+        .map(|q| {
+            let d = m.classify(q, 10, Aggregation::RankVoting).unwrap();
+            (d.label, d.neighbors.into_iter().map(|v| v.id).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn a_memory_above_the_threshold_reopens_with_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = VisualParams {
+        ann_above: 200,
+        hnsw: HnswParams {
+            exact_below: 0,
+            ..VisualParams::default().hnsw
+        },
+    };
+    let rows = clustered(600);
+    let queries: Vec<Vec<f32>> = rows.iter().step_by(37).map(|r| r.2.clone()).collect();
+    let before = {
+        let mut m = DurableMemory::open_with(dir.path(), 16, params.clone()).unwrap();
+        for chunk in rows.chunks(100) {
+            let batch: Vec<(&str, &str, &[f32])> = chunk
+                .iter()
+                .map(|(id, label, v)| (id.as_str(), label.as_str(), v.as_slice()))
+                .collect();
+            m.upsert(&batch).unwrap();
+        }
+        assert!(m.memory().is_graph());
+        m.remove(&["item-0", "item-1"]).unwrap();
+        m.remove_class("g9").unwrap();
+        m.upsert(&[("item-2", "g5", &rows[5].2)]).unwrap();
+        m.prune(Prune::Soft { k: 5 }).unwrap();
+        decisions(&m, &queries)
+    };
+    let reopened = DurableMemory::open_with(dir.path(), 16, params.clone()).unwrap();
+    assert!(reopened.memory().is_graph());
+    assert_eq!(reopened.memory().len(), 600 - 2 - 60);
+    assert_eq!(decisions(&reopened, &queries), before);
+    assert!(!reopened.memory().contains("item-0"));
+    drop(reopened);
+
+    // Compaction writes the live state from the graph's own vectors.
+    let mut m = DurableMemory::open_with(dir.path(), 16, params.clone()).unwrap();
+    m.compact().unwrap();
+    drop(m);
+    let m = DurableMemory::open_with(dir.path(), 16, params).unwrap();
+    assert_eq!(decisions(&m, &queries), before);
+    let (item, v) = m.memory().iter().find(|(i, _)| i.id == "item-2").unwrap();
+    assert_eq!(item.label, "g5");
+    assert_eq!(v.as_ref(), m.memory().normalised(&rows[5].2).unwrap());
+    drop(m);
+
+    // Exact search over the same log agrees (the default threshold is far
+    // above 600 items).
+    let flat = DurableMemory::open(dir.path(), 16).unwrap();
+    assert!(!flat.memory().is_graph());
+    assert_eq!(decisions(&flat, &queries), before);
+}
+
+#[test]
+fn metadata_is_logged_with_its_item_and_survives_compaction() {
+    use mnemos_visual::NewItem;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (v(1), v(2));
+    {
+        let mut m = DurableMemory::open(dir.path(), DIM).unwrap();
+        m.upsert_items(&[
+            NewItem {
+                id: "a",
+                label: "ant",
+                embedding: &a,
+                metadata: Some(r#"{"src":"cam-1"}"#),
+            },
+            NewItem {
+                id: "b",
+                label: "bee",
+                embedding: &b,
+                metadata: None,
+            },
+        ])
+        .unwrap();
+        let too_big = "x".repeat(mnemos_visual::log::MAX_METADATA + 1);
+        let err = m
+            .upsert_items(&[NewItem {
+                id: "c",
+                label: "cat",
+                embedding: &a,
+                metadata: Some(&too_big),
+            }])
+            .unwrap_err();
+        assert!(matches!(err, VisualError::InvalidInput(_)), "{err}");
+        assert!(!m.memory().contains("c"));
+    }
+    let meta = |m: &DurableMemory, id: &str| {
+        m.memory()
+            .get(id)
+            .unwrap()
+            .metadata
+            .as_deref()
+            .map(str::to_owned)
+    };
+    let mut m = DurableMemory::open(dir.path(), DIM).unwrap();
+    assert_eq!(meta(&m, "a").as_deref(), Some(r#"{"src":"cam-1"}"#));
+    assert_eq!(meta(&m, "b"), None);
+    m.compact().unwrap();
+    // Replacing an item without metadata clears it.
+    m.upsert(&[("a", "ant", &a)]).unwrap();
+    drop(m);
+    let m = DurableMemory::open(dir.path(), DIM).unwrap();
+    assert_eq!(meta(&m, "a"), None);
+    assert_eq!(ids(&m), ["a", "b"]);
 }

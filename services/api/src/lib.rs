@@ -2,6 +2,10 @@
 //! OpenAPI schemas. No logic lives here, so clients (the load-test harness,
 //! tests, other services) can depend on it without pulling in the engine.
 
+mod visual;
+
+pub use visual::*;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -136,6 +140,18 @@ pub struct StatsResponse {
     pub last_seq: u64,
     /// Live entries per backend.
     pub backends: BTreeMap<String, usize>,
+    /// The visual memory, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visual: Option<VisualStats>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VisualStats {
+    pub items: usize,
+    pub classes: usize,
+    pub dim: usize,
+    /// `exact` or `hnsw`.
+    pub search: String,
 }
 
 /// Every error body: `{"error": {"code", "message"}}`.

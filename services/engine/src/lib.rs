@@ -13,15 +13,19 @@ pub mod beir;
 mod embed;
 pub mod eval;
 pub mod fusion;
+mod images;
 mod open;
 mod search;
+pub mod visual;
 mod write;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use embed::{EmbedPool, EmbedStats};
+pub use images::ImagePool;
 pub use open::{hnsw_params, Loaded};
+pub use visual::Visual;
 pub use write::{UpsertTimings, WriteOutcome};
 
 use mnemos_bm25::Bm25Index;
@@ -98,6 +102,8 @@ pub struct Engine {
     store: Arc<Store>,
     bm25: Option<Arc<Bm25Index>>,
     dense: Option<Arc<Dense>>,
+    /// The visual memory (`/v1/visual/*`), when enabled.
+    visual: Option<Arc<Visual>>,
     /// Serialises the apply-to-indexes step so indexes see writes in the
     /// store's order.
     write_lock: tokio::sync::Mutex<()>,
@@ -135,6 +141,15 @@ impl Engine {
             out.push((Backend::Dense, IndexRead::<[f32]>::len(&d.index)));
         }
         out
+    }
+
+    /// The visual memory, or 503 when it is disabled.
+    pub fn visual(&self) -> Result<&Arc<Visual>> {
+        self.visual.as_ref().ok_or_else(|| {
+            EngineError::Unavailable(
+                "the visual memory is disabled (visual.enabled = false)".into(),
+            )
+        })
     }
 
     /// Encoder pool counters, if the dense backend is on.

@@ -15,7 +15,11 @@ use mnemos_models_core::Encoder;
 use mnemos_store::{Store, StoreOptions};
 use mnemos_text::{EncoderOptions, MiniLmEncoder};
 
-use crate::{blocking, dense_text, Dense, EmbedPool, Engine, EngineError, Result};
+use mnemos_vision::{EncoderOptions as ImageEncoderOptions, ImageEncoder, ImageLimits};
+
+use crate::{
+    blocking, dense_text, Dense, EmbedPool, Engine, EngineError, ImagePool, Result, Visual,
+};
 
 /// What start-up did, for the log.
 #[derive(Debug, Default)]
@@ -106,11 +110,18 @@ impl Engine {
             None
         };
 
+        let visual = if settings.visual.enabled {
+            Some(Arc::new(open_visual(&settings, &data_dir).await?))
+        } else {
+            None
+        };
+
         let engine = Engine {
             settings,
             store,
             bm25,
             dense,
+            visual,
             write_lock: tokio::sync::Mutex::new(()),
             data_dir,
         };
@@ -179,6 +190,39 @@ impl Engine {
         }
         Ok(loaded)
     }
+}
+
+/// Loads the image encoder (unless the memory takes embeddings only) and
+/// replays the visual memory's log.
+async fn open_visual(settings: &Settings, data_dir: &std::path::Path) -> Result<Visual> {
+    let v = &settings.visual;
+    let images = if v.encoder {
+        let model_dir = v.model_dir.clone();
+        let opts = ImageEncoderOptions {
+            limits: ImageLimits {
+                max_side: v.max_image_side,
+                max_decoded_bytes: v.max_decoded_bytes,
+            },
+            ..ImageEncoderOptions::default()
+        };
+        let encoder = blocking(move || {
+            ImageEncoder::load(&model_dir, opts).map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "cannot load the image model from {}: {e}",
+                    model_dir.display()
+                ))
+            })
+        })
+        .await?;
+        Some(ImagePool::new(
+            Arc::new(encoder),
+            v.workers(),
+            v.queue_capacity,
+        ))
+    } else {
+        None
+    };
+    Visual::open(v, &data_dir.join("visual"), images).await
 }
 
 /// Ids whose indexed version differs from the store's (to index), and ids

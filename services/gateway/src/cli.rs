@@ -28,6 +28,10 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Evaluate retrieval on a BEIR collection.
     Eval(EvalArgs),
+    /// Evaluate the visual memory on MNIST and the sklearn digits: kNN
+    /// accuracy per aggregation and k, a linear probe, unlearning a class,
+    /// pruning.
+    EvalVisual(EvalVisualArgs),
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +45,9 @@ pub struct Common {
     /// Disable the dense backend (BM25 only; no model needed).
     #[arg(long)]
     pub no_dense: bool,
+    /// Disable the visual memory (no image model needed).
+    #[arg(long)]
+    pub no_visual: bool,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +92,26 @@ pub struct EvalArgs {
     pub common: Common,
 }
 
+#[derive(Debug, Args)]
+pub struct EvalVisualArgs {
+    /// Print exactly one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The image model's directory (config `visual.model_dir`).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// Holds `mnist/` and `digits/`; relative paths are tried from the
+    /// working directory, then from the checkout.
+    #[arg(long, default_value = "../shared/data")]
+    pub data: PathBuf,
+    /// Threads for encoding and scoring (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Only the first N images of each data set (quick runs).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
 /// Loads settings: defaults → file → env → flags.
 pub fn load_settings(
     config: Option<&PathBuf>,
@@ -113,12 +140,16 @@ pub fn load_settings(
             s.search.default_backends.push("bm25".into());
         }
     }
+    if common.no_visual {
+        s.visual.enabled = false;
+    }
     if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV) {
         if !token.is_empty() {
             s.server.admin_token = Some(token);
         }
     }
     s.dense.model_dir = resolve_model_dir(&s.dense.model_dir);
+    s.visual.model_dir = resolve_model_dir(&s.visual.model_dir);
     s.validate()?;
     Ok(s)
 }
@@ -126,7 +157,7 @@ pub fn load_settings(
 /// A relative model dir is looked up from the working directory first, then
 /// from the source checkout this binary was built in, so `cargo run` works
 /// from any folder.
-fn resolve_model_dir(dir: &std::path::Path) -> PathBuf {
+pub fn resolve_model_dir(dir: &std::path::Path) -> PathBuf {
     if dir.is_absolute() || dir.exists() {
         return dir.to_path_buf();
     }
@@ -140,13 +171,20 @@ fn resolve_model_dir(dir: &std::path::Path) -> PathBuf {
     }
 }
 
-/// A friendly message when the dense model is absent, before anything loads.
+/// A friendly message when a model is absent, before anything loads.
 pub fn check_model(s: &Settings) -> anyhow::Result<()> {
     if s.dense.enabled && !s.dense.model_dir.join("config.json").exists() {
         anyhow::bail!(
             "the dense model is not installed at {}.\n  Run: scripts/install-models.sh\n  \
              (or pass --model-dir DIR, or --no-dense for BM25 only)",
             s.dense.model_dir.display()
+        );
+    }
+    if s.visual.enabled && s.visual.encoder && !s.visual.model_dir.is_dir() {
+        anyhow::bail!(
+            "the image model is not installed at {}.\n  Run: scripts/install-models.sh\n  \
+             (or set visual.model_dir, or pass --no-visual)",
+            s.visual.model_dir.display()
         );
     }
     Ok(())

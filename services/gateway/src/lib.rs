@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod eval_visual;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -89,7 +90,7 @@ impl AppState {
 
 /// The whole router. Tests drive it with `tower::ServiceExt::oneshot`.
 pub fn app(state: Arc<AppState>) -> Router {
-    use routes::{admin, health, search};
+    use routes::{admin, health, search, visual};
     let limit = state.max_body_bytes;
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -104,6 +105,17 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v1/admin/documents/{id}",
             get(admin::get).delete(admin::remove),
         )
+        .route("/v1/visual/classify", post(visual::classify))
+        .route("/v1/admin/visual/memories", post(visual::upsert))
+        .route(
+            "/v1/admin/visual/memories/{id}",
+            axum::routing::delete(visual::remove),
+        )
+        .route(
+            "/v1/admin/visual/classes/{label}",
+            axum::routing::delete(visual::remove_class),
+        )
+        .route("/v1/admin/visual/prune", post(visual::prune))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

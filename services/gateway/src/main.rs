@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use mnemos_gateway::cli::{check_model, load_settings, Cli, Command};
-use mnemos_gateway::serve;
+use mnemos_gateway::{eval_visual, serve};
 
 /// The encoder allocates and frees large tensors on every layer; glibc's
 /// allocator hands such buffers back to the kernel and page-faults them in
@@ -84,5 +84,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 temporary,
             ))
         }
+        Command::EvalVisual(a) => eval_visual::run(cli.config.as_ref(), a),
     }
 }

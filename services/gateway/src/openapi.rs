@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, health, search};
+use crate::routes::{admin, health, search, visual};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,7 @@ use crate::routes::{admin, health, search};
         health::healthz, health::readyz, health::metrics, health::stats,
         search::search,
         admin::upsert, admin::get, admin::remove, admin::remove_batch,
+        visual::classify, visual::upsert, visual::remove, visual::remove_class, visual::prune,
     ),
     components(schemas(
         mnemos_api::SearchRequest, mnemos_api::FusionRequest, mnemos_api::SearchResponse,
@@ -21,7 +22,11 @@ use crate::routes::{admin, health, search};
         mnemos_api::DocumentIn, mnemos_api::UpsertResponse, mnemos_api::RemoveResponse,
         mnemos_api::BatchRemoveRequest, mnemos_api::BatchRemoveResponse,
         mnemos_api::DocumentOut, mnemos_api::StatsResponse, mnemos_api::ErrorResponse,
-        mnemos_api::ErrorDetail,
+        mnemos_api::ErrorDetail, mnemos_api::VisualStats, mnemos_api::ClassifyRequest,
+        mnemos_api::ClassifyResponse, mnemos_api::NeighborOut, mnemos_api::VisualItemIn,
+        mnemos_api::VisualUpsertRequest, mnemos_api::VisualUpsertResponse,
+        mnemos_api::VisualRemoveResponse, mnemos_api::PruneRequest, mnemos_api::PruneResponse,
+        mnemos_api::PrunedItem, mnemos_api::DownweightedItem,
     )),
     modifiers(&BearerAuth),
 )]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use mnemos_config::Settings;
+use mnemos_engine::visual::{VisualInput, VisualItem};
 use mnemos_engine::{beir, eval, Engine, UpsertTimings};
 use mnemos_index_core::Document;
 
@@ -16,6 +17,31 @@ use crate::{app, AppState};
 /// The demo collection shipped in the binary, served on a fresh data dir.
 pub const DEMO_CORPUS: &str = include_str!("../../../config/demo/corpus.jsonl");
 const DEMO_MARKER: &str = ".demo-seeded";
+/// The demo visual memory: four procedurally drawn images (made by
+/// `models/vision/tests/fixtures/make_reference.py`), one class each.
+const DEMO_IMAGES: [(&str, &str, &[u8]); 4] = [
+    (
+        "demo-honeycomb",
+        "honeycomb",
+        include_bytes!("../../../config/demo/visual/honeycomb.png"),
+    ),
+    (
+        "demo-window-screen",
+        "window screen",
+        include_bytes!("../../../config/demo/visual/window_screen.png"),
+    ),
+    (
+        "demo-spiral",
+        "spiral",
+        include_bytes!("../../../config/demo/visual/spiral.png"),
+    ),
+    (
+        "demo-blobs",
+        "blobs",
+        include_bytes!("../../../config/demo/visual/blobs.png"),
+    ),
+];
+const DEMO_VISUAL_MARKER: &str = ".demo-visual-seeded";
 
 /// How often index state is written to disk while serving.
 const PERSIST_EVERY: Duration = Duration::from_secs(30);
@@ -99,8 +125,37 @@ async fn persist_loop(engine: Arc<Engine>) {
     }
 }
 
-/// Seeds an empty store once with the embedded demo collection.
+/// Seeds an empty store once with the embedded demo collection, and an
+/// empty visual memory (with its encoder) with the demo images.
 async fn seed_demo(engine: &Engine) -> anyhow::Result<()> {
+    seed_demo_documents(engine).await?;
+    seed_demo_images(engine).await
+}
+
+async fn seed_demo_images(engine: &Engine) -> anyhow::Result<()> {
+    let Ok(visual) = engine.visual() else {
+        return Ok(());
+    };
+    let marker = engine.data_dir().join(DEMO_VISUAL_MARKER);
+    if !visual.has_encoder() || !visual.is_empty() || marker.exists() {
+        return Ok(());
+    }
+    let items = DEMO_IMAGES
+        .iter()
+        .map(|(id, label, png)| VisualItem {
+            id: id.to_string(),
+            label: label.to_string(),
+            input: VisualInput::Image(png.to_vec()),
+            metadata: serde_json::json!({"demo": true}),
+        })
+        .collect();
+    visual.upsert(items).await?;
+    std::fs::write(&marker, b"the demo images were loaded once\n")?;
+    tracing::info!(images = DEMO_IMAGES.len(), "seeded the demo visual memory");
+    Ok(())
+}
+
+async fn seed_demo_documents(engine: &Engine) -> anyhow::Result<()> {
     let marker = engine.data_dir().join(DEMO_MARKER);
     if !engine.store().is_empty() || marker.exists() {
         return Ok(());
@@ -175,6 +230,8 @@ pub async fn ingest(
     batch: usize,
 ) -> anyhow::Result<()> {
     settings.server.seed_demo = false;
+    // Documents only: no need to load the image model.
+    settings.visual.enabled = false;
     let docs = read_collection(beir_dir, jsonl)?;
     let n = docs.len();
     let started = Instant::now();
@@ -206,6 +263,7 @@ pub async fn evaluate(
     temporary: bool,
 ) -> anyhow::Result<()> {
     settings.server.seed_demo = false;
+    settings.visual.enabled = false;
     if temporary {
         // A throwaway index can be rebuilt, so skip per-batch fsync.
         settings.store.fsync = false;

@@ -56,5 +56,14 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<StatsRespo
             .into_iter()
             .map(|(b, n)| (b.name().to_string(), n))
             .collect(),
+        visual: engine.visual().ok().map(|v| {
+            let c = v.counts();
+            mnemos_api::VisualStats {
+                items: c.items,
+                classes: c.classes,
+                dim: c.dim,
+                search: if c.graph { "hnsw" } else { "exact" }.into(),
+            }
+        }),
     }))
 }

@@ -23,6 +23,26 @@ pub fn model_dir() -> Option<PathBuf> {
     }
 }
 
+/// The installed EfficientNet-Lite0 directory, or `None` (image tests then
+/// skip and say so).
+pub fn vision_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("MNEMOS_VISION_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/weights/efficientnet-lite0")
+        });
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "note: no image model at {} (run scripts/install-models.sh); skipping image tests",
+            dir.display()
+        );
+        None
+    }
+}
+
 pub fn docs_json(docs: &[(&str, &str, &str)]) -> serde_json::Value {
     serde_json::json!({
         "documents": docs

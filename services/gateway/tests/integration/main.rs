@@ -5,3 +5,4 @@ mod cli;
 mod common;
 mod process;
 mod router;
+mod visual;

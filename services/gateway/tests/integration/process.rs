@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::common::{docs_json, hit_ids, model_dir, TOKEN};
+use crate::common::{docs_json, hit_ids, model_dir, vision_dir, TOKEN};
 
 /// Set once doc-1 has been replaced; from then on only its new text may be
 /// served.
@@ -21,6 +21,11 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts `mnemos serve` with extra `MNEMOS__*` settings.
+    fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -37,8 +42,13 @@ impl Server {
         .env("MNEMOS_ADMIN_TOKEN", TOKEN)
         .env("MNEMOS__SERVER__SEED_DEMO", "false")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+        let embeddings_only = env.contains(&("MNEMOS__VISUAL__ENCODER", "false"));
+        if vision_dir().is_none() && !embeddings_only {
+            cmd.arg("--no-visual");
+        }
         match model_dir() {
             Some(m) => {
                 cmd.arg("--model-dir").arg(m);
@@ -226,5 +236,94 @@ fn removal_survives_kill_9_right_after_ack() {
             "{b}: {ids:?}"
         );
     }
+    server.stop();
+}
+
+/// The visual memory's unlearning through the real binary: samples and a
+/// whole class removed just before `kill -9` are never returned after the
+/// restart; samples added before it are. Embeddings only (the encoder is
+/// covered by the router tests), so this runs without the image model.
+#[test]
+fn visual_unlearning_survives_kill_9_right_after_ack() {
+    let env = [
+        ("MNEMOS__VISUAL__ENCODER", "false"),
+        ("MNEMOS__VISUAL__DIM", "8"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &env);
+    // Three classes around three axes, 20 samples each.
+    let item = |class: usize, i: usize| {
+        let mut v = vec![0.05 * (i as f32 % 5.0); 8];
+        v[class] = 1.0 + 0.01 * i as f32;
+        serde_json::json!({"id": format!("c{class}-{i}"), "label": format!("class-{class}"), "embedding": v})
+    };
+    let items: Vec<_> = (0..3)
+        .flat_map(|c| (0..20).map(move |i| item(c, i)))
+        .collect();
+    let (st, body) = server.post(
+        "/v1/admin/visual/memories",
+        &serde_json::json!({"items": items}),
+        true,
+    );
+    assert_eq!((st, body["total"].as_u64()), (200, Some(60)), "{body}");
+    let classify = |server: &Server, axis: usize| {
+        let mut v = vec![0.0f32; 8];
+        v[axis] = 1.0;
+        let body = serde_json::json!({"embedding": v, "k": 50, "aggregation": "plurality"});
+        let (st, resp) = server.post("/v1/visual/classify", &body, false);
+        assert_eq!(st, 200, "{resp}");
+        resp
+    };
+    assert_eq!(classify(&server, 0)["label"], "class-0");
+
+    let (st, body) = server.delete("/v1/admin/visual/classes/class-0");
+    assert_eq!(
+        (st, body["removed"].as_array().map(Vec::len)),
+        (200, Some(20)),
+        "{body}"
+    );
+    let (st, body) = server.delete("/v1/admin/visual/memories/c1-3");
+    assert_eq!(st, 200, "{body}");
+    let late = item(2, 99);
+    let (st, _) = server.post(
+        "/v1/admin/visual/memories",
+        &serde_json::json!({"items": [late]}),
+        true,
+    );
+    assert_eq!(st, 200);
+    server.kill9();
+
+    let server = Server::start_with(dir.path(), &env);
+    for axis in 0..3 {
+        let resp = classify(&server, axis);
+        assert_ne!(resp["label"], "class-0", "{resp}");
+        for n in resp["neighbors"].as_array().unwrap() {
+            let id = n["id"].as_str().unwrap();
+            assert!(
+                !id.starts_with("c0-") && id != "c1-3",
+                "served removed {id}: {resp}"
+            );
+        }
+    }
+    let resp = classify(&server, 2);
+    assert!(
+        resp["neighbors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == "c2-99"),
+        "{resp}"
+    );
+    let (st, _) = server.delete("/v1/admin/visual/memories/c1-3");
+    assert_eq!(st, 404);
+    let stats: serde_json::Value = Server::agent()
+        .get(&format!("{}/v1/stats", server.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(stats["visual"]["items"], 40, "{stats}");
+    assert_eq!(stats["visual"]["classes"], 2, "{stats}");
     server.stop();
 }

@@ -36,6 +36,7 @@ async fn harness() -> Harness {
             false
         }
     };
+    s.visual.enabled = false;
     let state = Arc::new(AppState::new(&s));
     let (engine, _) = Engine::open(s).await.unwrap();
     state.set_engine(Arc::new(engine));

@@ -1,0 +1,378 @@
+//! The visual memory service: images (or caller-supplied embeddings) in,
+//! kNN decisions and durable edits out. The memory itself and its log live
+//! in `mnemos-visual`; this module validates requests, runs the image
+//! encoder pool, and keeps blocking work (search, fsync) off tokio's
+//! workers.
+//!
+//! Concurrency: classifications share a read lock on the memory; edits
+//! take the write lock, so an edit is applied between two classifications,
+//! never during one, and once an edit's call returns (logged, fsynced,
+//! applied) no later classification can see what it removed.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use mnemos_config::VisualSettings;
+use mnemos_visual::{
+    Aggregation, Decision, DurableMemory, NewItem, Prune, PruneReport, VisualError,
+};
+
+use crate::images::ImagePool;
+use crate::{blocking, EngineError, Result};
+
+/// Most neighbours a request may ask for.
+pub const MAX_K: usize = 1000;
+/// Most graph search breadth a request may ask for.
+pub const MAX_EF: usize = 10_000;
+
+/// An image (PNG/JPEG bytes) or a ready embedding.
+#[derive(Debug, Clone)]
+pub enum VisualInput {
+    Image(Vec<u8>),
+    Embedding(Vec<f32>),
+}
+
+/// One sample to store.
+#[derive(Debug, Clone)]
+pub struct VisualItem {
+    pub id: String,
+    pub label: String,
+    pub input: VisualInput,
+    pub metadata: serde_json::Value,
+}
+
+/// A classification request; `None` fields take the configured defaults.
+#[derive(Debug, Clone)]
+pub struct ClassifyQuery {
+    pub input: VisualInput,
+    pub k: Option<usize>,
+    pub aggregation: Option<String>,
+    pub ef: Option<usize>,
+}
+
+/// A decision with the parameters that produced it.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub decision: Decision,
+    /// Each neighbour's stored metadata (JSON text), parallel to
+    /// `decision.neighbors`.
+    pub metadata: Vec<Option<Arc<str>>>,
+    pub k: usize,
+    pub aggregation: Aggregation,
+}
+
+/// Counts for `/v1/stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisualCounts {
+    pub items: usize,
+    pub classes: usize,
+    pub dim: usize,
+    pub graph: bool,
+}
+
+pub struct Visual {
+    memory: Arc<RwLock<DurableMemory>>,
+    images: Option<ImagePool>,
+    dim: usize,
+    default_k: usize,
+    default_aggregation: Aggregation,
+}
+
+impl Visual {
+    /// Opens the memory in `dir`, replaying its log. `images` is the
+    /// encoder pool, or `None` for an embeddings-only memory of
+    /// `settings.dim` dimensions.
+    pub async fn open(
+        settings: &VisualSettings,
+        dir: &Path,
+        images: Option<ImagePool>,
+    ) -> Result<Self> {
+        let dim = images.as_ref().map_or(settings.dim, ImagePool::dim);
+        let default_aggregation = Aggregation::parse(&settings.default_aggregation)
+            .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        let params = visual_params(settings);
+        let path = dir.to_path_buf();
+        let memory = blocking(move || {
+            DurableMemory::open_with(&path, dim, params).map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "cannot open the visual memory in {}: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .await?;
+        Ok(Self {
+            memory: Arc::new(RwLock::new(memory)),
+            images,
+            dim,
+            default_k: settings.default_k,
+            default_aggregation,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn has_encoder(&self) -> bool {
+        self.images.is_some()
+    }
+
+    pub fn counts(&self) -> VisualCounts {
+        let memory = read(&self.memory);
+        let stats = memory.memory().stats();
+        VisualCounts {
+            items: stats.items,
+            classes: stats.classes,
+            dim: self.dim,
+            graph: stats.graph,
+        }
+    }
+
+    /// Classifies one image or embedding by its nearest stored samples.
+    pub async fn classify(&self, q: ClassifyQuery) -> Result<Classified> {
+        let k = q.k.unwrap_or(self.default_k);
+        if !(1..=MAX_K).contains(&k) {
+            return Err(EngineError::InvalidArgument(format!(
+                "k must be in 1..={MAX_K}, got {k}"
+            )));
+        }
+        let aggregation = match q.aggregation.as_deref() {
+            None => self.default_aggregation,
+            Some(name) => Aggregation::parse(name).map_err(visual_error)?,
+        };
+        if let Some(ef) = q.ef {
+            if !(1..=MAX_EF).contains(&ef) {
+                return Err(EngineError::InvalidArgument(format!(
+                    "ef must be in 1..={MAX_EF}, got {ef}"
+                )));
+            }
+        }
+        let embedding = self.embed_one(q.input).await?;
+        let memory = Arc::clone(&self.memory);
+        let (decision, metadata) = blocking(move || {
+            let memory = read(&memory);
+            let decision = memory
+                .classify_with_ef(&embedding, k, aggregation, q.ef)
+                .map_err(visual_error)?;
+            // Under the same lock: the neighbours are still stored.
+            let metadata = decision
+                .neighbors
+                .iter()
+                .map(|n| memory.memory().get(&n.id).and_then(|i| i.metadata.clone()))
+                .collect();
+            Ok((decision, metadata))
+        })
+        .await?;
+        Ok(Classified {
+            decision,
+            metadata,
+            k,
+            aggregation,
+        })
+    }
+
+    /// Adds or replaces samples, all or none; returns the memory's size.
+    pub async fn upsert(&self, items: Vec<VisualItem>) -> Result<usize> {
+        let mut images = Vec::new();
+        let mut image_slots = Vec::new();
+        let mut rows: Vec<Option<Vec<f32>>> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            check_name("id", i, &item.id)?;
+            check_name("label", i, &item.label)?;
+            match &item.input {
+                VisualInput::Image(bytes) => {
+                    image_slots.push(i);
+                    images.push(bytes.clone());
+                    rows.push(None);
+                }
+                VisualInput::Embedding(v) => {
+                    self.check_embedding(v, &format!("items[{i}].embedding"))?;
+                    rows.push(Some(v.clone()));
+                }
+            }
+        }
+        if !images.is_empty() {
+            let pool = self.require_encoder()?;
+            let vectors = pool.embed(images, "items").await.map_err(|e| {
+                // Name the item, not its position among the images.
+                rename_index(e, &image_slots)
+            })?;
+            for (slot, v) in image_slots.iter().zip(vectors) {
+                rows[*slot] = Some(v);
+            }
+        }
+        let metadata: Vec<Option<String>> = items
+            .iter()
+            .map(|item| (!item.metadata.is_null()).then(|| item.metadata.to_string()))
+            .collect();
+        let memory = Arc::clone(&self.memory);
+        blocking(move || {
+            let rows: Vec<Vec<f32>> = rows.into_iter().flatten().collect();
+            let batch: Vec<NewItem<'_>> = items
+                .iter()
+                .zip(&rows)
+                .zip(&metadata)
+                .map(|((item, row), meta)| NewItem {
+                    id: &item.id,
+                    label: &item.label,
+                    embedding: row,
+                    metadata: meta.as_deref(),
+                })
+                .collect();
+            let mut memory = write(&memory);
+            memory.upsert_items(&batch).map_err(visual_error)?;
+            Ok(memory.memory().len())
+        })
+        .await
+    }
+
+    /// Unlearns one sample; returns the ids removed (empty if unknown).
+    pub async fn remove(&self, id: String) -> Result<Vec<String>> {
+        let memory = Arc::clone(&self.memory);
+        blocking(move || write(&memory).remove(&[&id]).map_err(visual_error)).await
+    }
+
+    /// Unlearns a whole class; returns the ids removed.
+    pub async fn remove_class(&self, label: String) -> Result<Vec<String>> {
+        let memory = Arc::clone(&self.memory);
+        blocking(move || write(&memory).remove_class(&label).map_err(visual_error)).await
+    }
+
+    /// Runs a pruning pass (holding the write lock: classifications wait
+    /// until it is done, so none sees half a pass).
+    pub async fn prune(&self, how: Prune) -> Result<PruneReport> {
+        let memory = Arc::clone(&self.memory);
+        blocking(move || write(&memory).prune(how).map_err(visual_error)).await
+    }
+
+    /// Items stored.
+    pub fn len(&self) -> usize {
+        read(&self.memory).memory().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    async fn embed_one(&self, input: VisualInput) -> Result<Vec<f32>> {
+        match input {
+            VisualInput::Embedding(v) => {
+                self.check_embedding(&v, "embedding")?;
+                Ok(v)
+            }
+            VisualInput::Image(bytes) => {
+                let pool = self.require_encoder()?;
+                let mut v = pool
+                    .embed(vec![bytes], "image")
+                    .await
+                    .map_err(|e| match e {
+                        EngineError::InvalidArgument(m) => {
+                            EngineError::InvalidArgument(m.replacen("image[0]", "image", 1))
+                        }
+                        other => other,
+                    })?;
+                v.pop()
+                    .ok_or_else(|| EngineError::Internal("the encoder returned nothing".into()))
+            }
+        }
+    }
+
+    fn require_encoder(&self) -> Result<&ImagePool> {
+        self.images.as_ref().ok_or_else(|| {
+            EngineError::InvalidArgument(
+                "this visual memory has no image encoder (visual.encoder = false); \
+                 send `embedding` instead of `image`"
+                    .into(),
+            )
+        })
+    }
+
+    /// Right length and finite values (the memory also rejects an all-zero
+    /// vector, which has no direction).
+    fn check_embedding(&self, v: &[f32], what: &str) -> Result<()> {
+        if v.len() != self.dim {
+            return Err(EngineError::InvalidArgument(format!(
+                "{what} has {} dimensions; this memory stores {}",
+                v.len(),
+                self.dim
+            )));
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(EngineError::InvalidArgument(format!(
+                "{what}[{i}] is not a finite number"
+            )));
+        }
+        if v.iter().all(|x| *x == 0.0) {
+            return Err(EngineError::InvalidArgument(format!(
+                "{what} is all zeros and has no direction"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The memory's search parameters from `[visual]`.
+pub fn visual_params(s: &VisualSettings) -> mnemos_visual::VisualParams {
+    let defaults = mnemos_visual::VisualParams::default();
+    mnemos_visual::VisualParams {
+        ann_above: s.ann_above,
+        hnsw: mnemos_hnsw::HnswParams {
+            m: s.m,
+            ef_construction: s.ef_construction,
+            ef_search: s.ef_search,
+            // Graph mode scans exactly only below the switch-over size.
+            exact_below: s.ann_above.min(defaults.hnsw.exact_below),
+            ..defaults.hnsw
+        },
+    }
+}
+
+fn check_name(field: &str, i: usize, value: &str) -> Result<()> {
+    let max = mnemos_visual::log::MAX_NAME;
+    if value.is_empty() || value.len() > max {
+        return Err(EngineError::InvalidArgument(format!(
+            "items[{i}].{field} must be 1 to {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// `items[j]` among the images → `items[i]` among all items.
+fn rename_index(e: EngineError, slots: &[usize]) -> EngineError {
+    match e {
+        EngineError::InvalidArgument(m) => {
+            for (j, i) in slots.iter().enumerate().rev() {
+                let from = format!("items[{j}]");
+                if m.starts_with(&from) {
+                    return EngineError::InvalidArgument(m.replacen(
+                        &from,
+                        &format!("items[{i}].image"),
+                        1,
+                    ));
+                }
+            }
+            EngineError::InvalidArgument(m)
+        }
+        other => other,
+    }
+}
+
+fn visual_error(e: VisualError) -> EngineError {
+    match e {
+        VisualError::InvalidInput(m) => EngineError::InvalidArgument(m),
+        VisualError::Locked(m) => EngineError::Unavailable(m),
+        other => EngineError::Internal(format!("visual memory: {other}")),
+    }
+}
+
+/// A poisoned lock is taken over rather than turning every later request
+/// into a 500: the request that panicked was never acknowledged, and the
+/// log, replayed on restart, stays the truth.
+fn read(m: &RwLock<DurableMemory>) -> RwLockReadGuard<'_, DurableMemory> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write(m: &RwLock<DurableMemory>) -> RwLockWriteGuard<'_, DurableMemory> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
