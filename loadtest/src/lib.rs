@@ -32,6 +32,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod step;
 pub mod trivial;
+pub mod visual;
 pub mod workload;
 
 use std::sync::Arc;

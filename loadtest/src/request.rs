@@ -198,7 +198,7 @@ async fn follow_up(
             }
             Err(e) => shared.sample(ty, Some(200), format!("unparsable: {e}").as_bytes()),
         },
-        Followup::Search | Followup::Get => {}
+        Followup::Search | Followup::Get | Followup::Classify => {}
         Followup::Upsert(ids) => {
             shared.checker.upsert_acknowledged(ids.len());
             for id in ids {

@@ -37,6 +37,7 @@ pub enum Plan {
     Upsert,
     Remove { ids: Vec<String> },
     Get,
+    Classify { body: usize },
 }
 
 /// What the response of a built request is needed for.
@@ -52,6 +53,8 @@ pub enum Followup {
         batch: bool,
     },
     Get,
+    /// A classification: only its status and latency are recorded.
+    Classify,
 }
 
 /// Why an arrival could not be planned.
@@ -65,6 +68,7 @@ struct Routes {
     search: Uri,
     upsert: Uri,
     remove_batch: Uri,
+    classify: Uri,
     /// `prefix/v1/admin/documents/`, completed with an id.
     document: String,
 }
@@ -75,8 +79,9 @@ pub struct Workload {
     ops: Vec<Op>,
     /// Cumulative weights, for picking by a uniform draw.
     cumulative: Vec<f64>,
-    /// Per request type: one body per query (empty for other kinds).
-    search_bodies: Vec<Vec<Bytes>>,
+    /// Per request type: prepared bodies, one per query of a search and
+    /// one per image or vector of a classify (empty for other kinds).
+    bodies: Vec<Vec<Bytes>>,
     /// Per request type: the URI of a `get`.
     get_uris: Vec<Option<Uri>>,
     corpus: Vec<CorpusDoc>,
@@ -118,12 +123,12 @@ impl Workload {
         let titles: Vec<String> = corpus.iter().map(CorpusDoc::title_query).collect();
         let mut total = 0.0;
         let mut cumulative = Vec::new();
-        let mut search_bodies = Vec::new();
+        let mut bodies = Vec::new();
         let mut get_uris = Vec::new();
         for r in &scenario.requests {
             total += r.weight;
             cumulative.push(total);
-            search_bodies.push(match &r.op {
+            bodies.push(match &r.op {
                 Op::Search {
                     backends,
                     k,
@@ -145,6 +150,11 @@ impl Workload {
                 })
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|e| LoadError::Config(format!("cannot encode a search: {e}")))?,
+                Op::Classify {
+                    input,
+                    k,
+                    aggregation,
+                } => crate::visual::classify_bodies(&r.name, input, *k, aggregation.as_deref())?,
                 _ => Vec::new(),
             });
             get_uris.push(match &r.op {
@@ -164,13 +174,14 @@ impl Workload {
             labels: scenario.requests.iter().map(|r| r.name.clone()).collect(),
             ops: scenario.requests.iter().map(|r| r.op.clone()).collect(),
             cumulative,
-            search_bodies,
+            bodies,
             get_uris,
             corpus,
             routes: Routes {
                 search: target.path("/v1/search")?,
                 upsert: target.path("/v1/admin/documents")?,
                 remove_batch: target.path("/v1/admin/documents/delete")?,
+                classify: target.path("/v1/visual/classify")?,
                 document: format!("{}/v1/admin/documents/", target.prefix),
             },
             auth,
@@ -205,7 +216,10 @@ impl Workload {
             .unwrap_or(self.cumulative.len() - 1);
         let plan = match &self.ops[ty] {
             Op::Search { .. } => Plan::Search {
-                query: rng.random_range(0..self.search_bodies[ty].len()),
+                query: rng.random_range(0..self.bodies[ty].len()),
+            },
+            Op::Classify { .. } => Plan::Classify {
+                body: rng.random_range(0..self.bodies[ty].len()),
             },
             Op::Upsert { .. } => Plan::Upsert,
             Op::Remove { batch } => match checker.take_removable(*batch) {
@@ -242,10 +256,19 @@ impl Workload {
                 self.request(
                     Method::POST,
                     self.routes.search.clone(),
-                    self.search_bodies[ty][query].clone(),
+                    self.bodies[ty][query].clone(),
                     false,
                 ),
                 Followup::Search,
+            ),
+            Plan::Classify { body } => (
+                self.request(
+                    Method::POST,
+                    self.routes.classify.clone(),
+                    self.bodies[ty][body].clone(),
+                    false,
+                ),
+                Followup::Classify,
             ),
             Plan::Upsert => {
                 let batch = match self.ops[ty] {

@@ -27,6 +27,8 @@ pub enum Kind {
     Upsert,
     Remove,
     Get,
+    /// `POST /v1/visual/classify`.
+    Classify,
 }
 
 /// Where a search's query texts come from.
@@ -68,6 +70,9 @@ struct RawRequest {
     query_source: Option<QuerySource>,
     batch: Option<usize>,
     path: Option<String>,
+    images: Option<PathBuf>,
+    embedding_dim: Option<usize>,
+    aggregation: Option<String>,
 }
 
 /// One request type of a scenario.
@@ -99,6 +104,23 @@ pub enum Op {
     Remove { batch: usize },
     /// A plain `GET` of `path` (health checks, trivial endpoints).
     Get { path: String },
+    /// `POST /v1/visual/classify` with an image from a folder or a random
+    /// embedding.
+    Classify {
+        input: ClassifyInput,
+        k: Option<usize>,
+        aggregation: Option<String>,
+    },
+}
+
+/// What a classify request sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassifyInput {
+    /// A PNG or JPEG file from this folder (resolved against the scenario's
+    /// directory), base64 in JSON: the whole path, image decoding included.
+    Images(PathBuf),
+    /// A random unit vector of this dimension: search and voting only.
+    Embeddings { dim: usize },
 }
 
 impl Op {
@@ -168,6 +190,15 @@ impl Scenario {
             return Err(err("`corpus_limit` must be at least 1".into()));
         }
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        for r in &mut requests {
+            if let Op::Classify {
+                input: ClassifyInput::Images(dir),
+                ..
+            } = &mut r.op
+            {
+                *dir = resolve(std::mem::take(dir));
+            }
+        }
         Ok(Self {
             name: raw.name.unwrap_or_else(|| {
                 origin
@@ -277,6 +308,9 @@ fn validate_request(r: RawRequest) -> std::result::Result<RequestSpec, String> {
             ("query_source", r.query_source.is_some()),
             ("batch", r.batch.is_some()),
             ("path", r.path.is_some()),
+            ("images", r.images.is_some()),
+            ("embedding_dim", r.embedding_dim.is_some()),
+            ("aggregation", r.aggregation.is_some()),
         ];
         for (key, present) in given {
             if present && !allowed.contains(&key) {
@@ -332,6 +366,33 @@ fn validate_request(r: RawRequest) -> std::result::Result<RequestSpec, String> {
             }
             Op::Get { path }
         }
+        Kind::Classify => {
+            only(&["k", "images", "embedding_dim", "aggregation"])?;
+            if r.k == Some(0) {
+                return Err("`k` must be at least 1".into());
+            }
+            let input = match (&r.images, r.embedding_dim) {
+                (Some(dir), None) => ClassifyInput::Images(dir.clone()),
+                (None, Some(dim)) if (1..=65_536).contains(&dim) => {
+                    ClassifyInput::Embeddings { dim }
+                }
+                (None, Some(dim)) => {
+                    return Err(format!("`embedding_dim` must be in 1..=65536, got {dim}"))
+                }
+                _ => {
+                    return Err(
+                        "give exactly one of `images` (a folder of PNG/JPEG files) and \
+                         `embedding_dim`"
+                            .into(),
+                    )
+                }
+            };
+            Op::Classify {
+                input,
+                k: r.k,
+                aggregation: r.aggregation.clone(),
+            }
+        }
     };
     Ok(RequestSpec {
         name: r.name,
@@ -341,172 +402,4 @@ fn validate_request(r: RawRequest) -> std::result::Result<RequestSpec, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Scenario> {
-        Scenario::parse(text, Path::new("/base"), Path::new("/base/s.toml"))
-    }
-
-    fn message(text: &str) -> String {
-        parse(text).unwrap_err().to_string()
-    }
-
-    const MIXED: &str = r#"
-        name = "mixed"
-        queries = "data/queries.jsonl"
-        corpus = "/abs/corpus.jsonl"
-        arrival = "constant"
-        [[request]]
-        name = "search:rrf"
-        kind = "search"
-        weight = 8
-        backends = ["bm25", "dense"]
-        k = 10
-        fusion = { method = "rrf", k = 60 }
-        [[request]]
-        name = "upsert"
-        kind = "upsert"
-        weight = 1.5
-        batch = 2
-        [[request]]
-        name = "remove"
-        kind = "remove"
-        weight = 1
-    "#;
-
-    #[test]
-    fn parses_a_mixed_scenario() {
-        let s = parse(MIXED).unwrap();
-        assert_eq!(s.name, "mixed");
-        assert_eq!(
-            s.queries.as_deref().unwrap(),
-            Path::new("/base/data/queries.jsonl")
-        );
-        assert_eq!(s.corpus.as_deref().unwrap(), Path::new("/abs/corpus.jsonl"));
-        assert_eq!(s.arrival, Some(Arrival::Constant));
-        assert_eq!(s.requests.len(), 3);
-        match &s.requests[0].op {
-            Op::Search {
-                backends,
-                k,
-                fusion: Some(FusionRequest::Rrf { k: Some(rk) }),
-                source: QuerySource::Queries,
-            } => {
-                assert_eq!(backends.as_deref().unwrap(), ["bm25", "dense"]);
-                assert_eq!(*k, Some(10));
-                assert_eq!(*rk, 60.0);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(matches!(s.requests[1].op, Op::Upsert { batch: 2 }));
-        assert!(matches!(s.requests[2].op, Op::Remove { batch: 1 }));
-        assert!(s.needs_admin() && s.needs_corpus() && s.needs_queries());
-    }
-
-    #[test]
-    fn rejects_unknown_keys() {
-        let m = message("nmae = \"x\"\n[[request]]\nname=\"a\"\nkind=\"get\"\nweight=1\n");
-        assert!(m.contains("unknown field `nmae`"), "{m}");
-        let m = message("[[request]]\nname=\"a\"\nkind=\"get\"\nweight=1\nwieght=2\n");
-        assert!(m.contains("unknown field `wieght`"), "{m}");
-        let m = message("[[request]]\nname=\"a\"\nkind=\"fetch\"\nweight=1\n");
-        assert!(m.contains("unknown variant `fetch`"), "{m}");
-    }
-
-    #[test]
-    fn rejects_zero_and_negative_weights() {
-        let m = message("[[request]]\nname=\"a\"\nkind=\"get\"\nweight=0\n");
-        assert!(m.contains("`weight` must be a positive number"), "{m}");
-        let m = message("[[request]]\nname=\"a\"\nkind=\"get\"\nweight=-1\n");
-        assert!(m.contains("`weight` must be a positive number"), "{m}");
-    }
-
-    #[test]
-    fn rejects_remove_without_upsert() {
-        let m = message("[[request]]\nname=\"rm\"\nkind=\"remove\"\nweight=1\n");
-        assert!(m.contains("needs an `upsert` request"), "{m}");
-    }
-
-    #[test]
-    fn rejects_misplaced_fields_and_bad_values() {
-        let m = message("[[request]]\nname=\"u\"\nkind=\"upsert\"\nweight=1\nk=3\n");
-        assert!(m.contains("`k` does not apply to kind `upsert`"), "{m}");
-        let m = message("[[request]]\nname=\"s\"\nkind=\"search\"\nweight=1\nk=0\n");
-        assert!(m.contains("`k` must be at least 1"), "{m}");
-        let m = message("[[request]]\nname=\"u\"\nkind=\"upsert\"\nweight=1\nbatch=0\n");
-        assert!(m.contains("`batch` must be at least 1"), "{m}");
-        let m = message("[[request]]\nname=\"g\"\nkind=\"get\"\nweight=1\npath=\"healthz\"\n");
-        assert!(m.contains("must start with `/`"), "{m}");
-        let m = message("name = \"empty\"\n");
-        assert!(m.contains("no [[request]] entries"), "{m}");
-        let m = message(
-            "[[request]]\nname=\"a\"\nkind=\"get\"\nweight=1\n\
-             [[request]]\nname=\"a\"\nkind=\"get\"\nweight=1\n",
-        );
-        assert!(m.contains("duplicate name"), "{m}");
-        let m = message(
-            "[[request]]\nname=\"s\"\nkind=\"search\"\nweight=1\n\
-             fusion = { method = \"borda\" }\n",
-        );
-        assert!(m.contains("borda"), "{m}");
-    }
-
-    #[test]
-    fn runnable_needs_token_and_existing_files() {
-        let s = parse(MIXED).unwrap();
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let here = manifest.as_path();
-        let m = s
-            .check_runnable(None, Some(here), Some(here))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            m.contains("need a token") && m.contains("upsert, remove"),
-            "{m}"
-        );
-        let m = s
-            .check_runnable(Some("t"), Some(Path::new("/nope/q.jsonl")), Some(here))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            m.contains("queries file /nope/q.jsonl does not exist"),
-            "{m}"
-        );
-        let m = s
-            .check_runnable(Some("t"), Some(here), None)
-            .unwrap_err()
-            .to_string();
-        assert!(m.contains("need a corpus file"), "{m}");
-    }
-
-    /// Every shipped scenario parses, and its data paths point where the
-    /// README says (SciFact under ../shared, relative to the repository).
-    #[test]
-    fn shipped_scenarios_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                let s = Scenario::load(&path).unwrap();
-                if s.needs_queries() {
-                    assert!(s.queries.is_some(), "{}", path.display());
-                }
-                names.push(s.name);
-            }
-        }
-        names.sort();
-        for expected in [
-            "churn",
-            "mixed",
-            "search-bm25",
-            "search-dense",
-            "search-only",
-            "search-rrf",
-            "trivial",
-        ] {
-            assert!(names.iter().any(|n| n == expected), "missing {expected}");
-        }
-    }
-}
+mod tests;
