@@ -26,7 +26,9 @@ pub struct VisualSettings {
     pub default_k: usize,
     /// One of [`VISUAL_AGGREGATIONS`].
     pub default_aggregation: String,
-    /// Image-encoder threads; 0 = one per CPU core.
+    /// Images encoded at once (each on tokio's blocking pool; candle
+    /// runs one image on one thread with `RAYON_NUM_THREADS=1`); 0 = one
+    /// per CPU core.
     pub workers: usize,
     /// Images waiting for the encoder before new requests get 503.
     pub queue_capacity: usize,

@@ -24,6 +24,11 @@ use crate::{Result, VisualError};
 /// limit). Replay hands each record to the memory as one batch, and in
 /// graph mode a batch this size is inserted on all cores.
 const SNAPSHOT_CHUNK: usize = 4096;
+/// Ids (at most [`MAX_NAME`] bytes each) per removal or multiplier record,
+/// so a large class or a pruning pass stays far below [`MAX_RECORD`]. A
+/// crash between two records of one request keeps the records already
+/// logged; that request was not acknowledged.
+const ID_CHUNK: usize = 65_536;
 /// The log is rewritten once it exceeds twice the live state plus this.
 const COMPACT_SLACK: u64 = 8 << 20;
 
@@ -43,6 +48,14 @@ pub struct NewItem<'a> {
 pub struct DurableMemory {
     memory: VisualMemory,
     log: Log,
+    /// Commits since open, to tell whether a prune plan is still current.
+    generation: u64,
+    /// Log size after the last rewrite (or at open): the live state's
+    /// size, metadata included, as the log measures it.
+    compacted_bytes: u64,
+    /// Why the memory in RAM may differ from the log (an op failed to
+    /// apply after it was logged); writes are refused while set.
+    broken: Option<String>,
     _lock: File,
 }
 
@@ -69,9 +82,13 @@ impl DurableMemory {
         }
         let mut memory = VisualMemory::with_params(dim, params)?;
         let log = Log::open(dir, dim, |op| apply(&mut memory, &op))?;
+        let compacted_bytes = log.bytes();
         Ok(Self {
             memory,
             log,
+            generation: 0,
+            compacted_bytes,
+            broken: None,
             _lock: lock,
         })
     }
@@ -170,8 +187,8 @@ impl DurableMemory {
             .filter(|item| item.label == label)
             .map(|item| item.id.clone())
             .collect();
-        if !ids.is_empty() {
-            self.commit(Op::Remove(ids.clone()))?;
+        for chunk in ids.chunks(ID_CHUNK) {
+            self.commit(Op::Remove(chunk.to_vec()))?;
         }
         Ok(ids)
     }
@@ -179,12 +196,38 @@ impl DurableMemory {
     /// Prunes as `how` says; the outcome is logged before it is applied.
     pub fn prune(&mut self, how: Prune) -> Result<PruneReport> {
         let report = self.memory.plan_prune(how)?;
-        if !report.removed.is_empty() {
-            let ids = report.removed.iter().map(|r| r.0.clone()).collect();
+        let at = self.generation;
+        self.apply_prune(how, report, at)
+    }
+
+    /// Edits committed since this memory was opened: a report planned at
+    /// one generation is only valid at that generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Logs and applies `report`, planned with `how` by
+    /// [`VisualMemory::plan_prune`] on this memory at generation
+    /// `planned_at` (e.g. under a read lock, so classifications go on while
+    /// it is computed). If the memory was edited since, the report is
+    /// stale and the pass is planned again first. Returns what was applied.
+    pub fn apply_prune(
+        &mut self,
+        how: Prune,
+        report: PruneReport,
+        planned_at: u64,
+    ) -> Result<PruneReport> {
+        let report = if planned_at == self.generation {
+            report
+        } else {
+            self.memory.plan_prune(how)?
+        };
+        for chunk in report.removed.chunks(ID_CHUNK) {
+            let ids = chunk.iter().map(|r| r.0.clone()).collect();
             self.commit(Op::Remove(ids))?;
         }
-        if !report.downweighted.is_empty() {
-            self.commit(Op::Multipliers(report.downweighted.clone()))?;
+        for chunk in report.multipliers.chunks(ID_CHUNK) {
+            self.commit(Op::Multipliers(chunk.to_vec()))?;
         }
         Ok(report)
     }
@@ -192,7 +235,9 @@ impl DurableMemory {
     /// Rewrites the log as the live state alone (atomically: a crash
     /// leaves the old log or the new one, both complete).
     pub fn compact(&mut self) -> Result<()> {
-        self.log.rewrite(snapshot(&self.memory))
+        self.log.rewrite(snapshot(&self.memory))?;
+        self.compacted_bytes = self.log.bytes();
+        Ok(())
     }
 
     /// Bytes in the log.
@@ -200,13 +245,26 @@ impl DurableMemory {
         self.log.bytes()
     }
 
-    /// Log (durable from here), then apply; compact when the log has grown
-    /// well past the live state.
+    /// Log (durable from here), then apply; compact when the log has
+    /// doubled since it last held only the live state.
+    ///
+    /// Every op is validated before it is logged, so applying it cannot
+    /// fail on its content; should it fail anyway, the memory in RAM no
+    /// longer matches the log, and every later edit is refused until the
+    /// memory is reopened (which replays the log).
     fn commit(&mut self, op: Op) -> Result<()> {
+        if let Some(why) = &self.broken {
+            return Err(VisualError::Io(format!(
+                "an earlier edit could not be applied ({why}); reopen the memory"
+            )));
+        }
         self.log.append(&op)?;
-        apply(&mut self.memory, &op)?;
-        let live = self.memory.len() as u64 * (self.memory.dim() as u64 * 4 + 64);
-        if self.log.bytes() > 2 * live + COMPACT_SLACK {
+        self.generation += 1;
+        if let Err(e) = apply(&mut self.memory, &op) {
+            self.broken = Some(e.to_string());
+            return Err(e);
+        }
+        if self.log.bytes() > 2 * self.compacted_bytes + COMPACT_SLACK {
             // A failed rewrite leaves the old log in place, still complete.
             if let Err(e) = self.compact() {
                 tracing::warn!("visual-memory log compaction failed: {e}");

@@ -187,8 +187,13 @@ impl Log {
             .write_all(&buf)
             .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
-            // Leave no partial record behind for later appends to follow.
-            self.poisoned = self.file.set_len(self.len).is_err();
+            // Leave no partial record behind for later appends to follow,
+            // nor for a replay after a crash: the cut is synced too.
+            self.poisoned = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data())
+                .is_err();
             return Err(io(&self.path, e));
         }
         self.len += buf.len() as u64;

@@ -306,7 +306,7 @@ impl VisualMemory {
     pub fn apply_prune(&mut self, report: &PruneReport) {
         let ids: Vec<&str> = report.removed.iter().map(|r| r.0.as_str()).collect();
         self.remove_many(&ids);
-        for (id, m) in &report.downweighted {
+        for (id, m) in &report.multipliers {
             self.set_multiplier(id, *m);
         }
     }

@@ -19,9 +19,23 @@ pub struct PruneReport {
     pub examined: usize,
     /// Hard pruning: `(id, label, wrong_count)` of the items dropped.
     pub removed: Vec<(String, String, u32)>,
-    /// Soft pruning: `(id, new multiplier)` of the items down-weighted.
-    pub downweighted: Vec<(String, f32)>,
+    /// Soft pruning: `(id, new multiplier)` of every item — 1.75 for one
+    /// never among another item's wrong-label neighbours, 1.75/(1 + w)
+    /// below that — so a second pass also lifts items that stopped
+    /// misleading.
+    pub multipliers: Vec<(String, f32)>,
 }
+
+impl PruneReport {
+    /// Soft pruning: the items whose vote now weighs less than a clean
+    /// item's (wrong-count above 0).
+    pub fn downweighted(&self) -> impl Iterator<Item = &(String, f32)> {
+        self.multipliers.iter().filter(|(_, m)| *m < CLEAN)
+    }
+}
+
+/// Soft pruning's multiplier of an item with no wrong-label appearances.
+const CLEAN: f32 = 1.75;
 
 /// How to prune (`SPECS.md` §3).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,10 +78,10 @@ pub(crate) fn plan(memory: &VisualMemory, how: Prune) -> Result<PruneReport> {
                     .removed
                     .push((item.id.clone(), item.label.clone(), w));
             }
-            Prune::Soft { .. } if w > 0 => {
+            Prune::Soft { .. } => {
                 report
-                    .downweighted
-                    .push((item.id.clone(), 1.75 / (1.0 + w as f32)));
+                    .multipliers
+                    .push((item.id.clone(), CLEAN / (1.0 + w as f32)));
             }
             _ => {}
         }

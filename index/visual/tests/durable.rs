@@ -86,8 +86,7 @@ fn pruning_is_logged_before_it_is_applied() {
         m.prune(Prune::Soft { k: 3 }).unwrap()
     };
     let liar = report
-        .downweighted
-        .iter()
+        .downweighted()
         .find(|(id, _)| id == "liar")
         .unwrap()
         .1;
@@ -95,6 +94,10 @@ fn pruning_is_logged_before_it_is_applied() {
     let item = m.memory().iter().find(|(it, _)| it.id == "liar").unwrap().0;
     assert_eq!(item.multiplier, liar);
     assert!(liar < 1.0);
+    // SPECS §3: every item is reweighted, a clean one to 1.75.
+    let ant = m.memory().get("ant-0").unwrap();
+    assert_eq!(ant.multiplier, 1.75);
+    assert_eq!(report.multipliers.len(), m.memory().len());
 }
 
 #[test]

@@ -197,7 +197,7 @@ fn pruning_finds_the_mislabelled_samples() {
     let mut soft = m.clone();
     let report = soft.prune(Prune::Soft { k: 10 }).unwrap();
     assert_eq!(report.examined, 42);
-    let liar = report.downweighted.iter().find(|(id, _)| id == "liar-0");
+    let liar = report.downweighted().find(|(id, _)| id == "liar-0");
     let (_, multiplier) = liar.expect("the planted sample is down-weighted");
     assert!(*multiplier < 0.5, "multiplier {multiplier}");
     assert_eq!(soft.len(), 42);
@@ -414,7 +414,7 @@ fn pruning_finds_the_mislabelled_samples_in_graph_mode() {
     assert!(soft.is_graph());
     let report = soft.prune(Prune::Soft { k: 10 }).unwrap();
     assert_eq!(report.examined, 302);
-    let liar = report.downweighted.iter().find(|(id, _)| id == "liar-0");
+    let liar = report.downweighted().find(|(id, _)| id == "liar-0");
     assert!(liar.expect("the planted sample is down-weighted").1 < 0.5);
 
     let report = m

@@ -130,7 +130,11 @@ pub struct DownweightedItem {
 pub struct PruneResponse {
     pub examined: usize,
     pub removed: Vec<PrunedItem>,
+    /// Soft pruning: the items whose vote now weighs less than a clean
+    /// item's (1.75), with their multiplier 1.75/(1 + wrong-count).
     pub downweighted: Vec<DownweightedItem>,
+    /// Soft pruning: items whose multiplier was set (every item).
+    pub reweighted: usize,
     pub total: usize,
     pub took_ms: f64,
 }

@@ -1,7 +1,8 @@
 //! The image-encoder pool: at most `workers` images run through the
 //! network at once, each on tokio's blocking pool, and at most `capacity`
-//! images wait; beyond that a request is refused (503) rather than queued
-//! without bound.
+//! images are accepted (waiting or running); beyond that a request is
+//! refused (503) rather than queued without bound, and a request with more
+//! images than that could never run, so it is a 400.
 //!
 //! Unlike the text pool there is no dynamic batching: EfficientNet-Lite0
 //! runs fastest per image at batch 1–2 on one core (see
@@ -65,6 +66,12 @@ impl ImagePool {
         let n = images.len();
         if n == 0 {
             return Ok(Vec::new());
+        }
+        if n > self.capacity {
+            return Err(EngineError::InvalidArgument(format!(
+                "{n} images in one request; at most {} (visual.queue_capacity)",
+                self.capacity
+            )));
         }
         let before = self.pending.fetch_add(n, Ordering::AcqRel);
         let _slots = Slots {

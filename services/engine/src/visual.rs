@@ -10,7 +10,7 @@
 //! applied) no later classification can see what it removed.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use mnemos_config::VisualSettings;
 use mnemos_visual::{
@@ -72,6 +72,10 @@ pub struct VisualCounts {
 
 pub struct Visual {
     memory: Arc<RwLock<DurableMemory>>,
+    /// Sizes as of the last edit, kept apart from the memory's lock so
+    /// that stats and responses never wait behind a long edit (a prune, a
+    /// graph build) on an async worker.
+    counts: Arc<Mutex<VisualCounts>>,
     images: Option<ImagePool>,
     dim: usize,
     default_k: usize,
@@ -101,8 +105,10 @@ impl Visual {
             })
         })
         .await?;
+        let counts = counts_of(&memory, dim);
         Ok(Self {
             memory: Arc::new(RwLock::new(memory)),
+            counts: Arc::new(Mutex::new(counts)),
             images,
             dim,
             default_k: settings.default_k,
@@ -118,15 +124,12 @@ impl Visual {
         self.images.is_some()
     }
 
+    /// Sizes as of the last completed edit.
     pub fn counts(&self) -> VisualCounts {
-        let memory = read(&self.memory);
-        let stats = memory.memory().stats();
-        VisualCounts {
-            items: stats.items,
-            classes: stats.classes,
-            dim: self.dim,
-            graph: stats.graph,
-        }
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Classifies one image or embedding by its nearest stored samples.
@@ -177,9 +180,21 @@ impl Visual {
         let mut images = Vec::new();
         let mut image_slots = Vec::new();
         let mut rows: Vec<Option<Vec<f32>>> = Vec::with_capacity(items.len());
+        let metadata: Vec<Option<String>> = items
+            .iter()
+            .map(|item| (!item.metadata.is_null()).then(|| item.metadata.to_string()))
+            .collect();
         for (i, item) in items.iter().enumerate() {
             check_name("id", i, &item.id)?;
             check_name("label", i, &item.label)?;
+            // Checked before any image is embedded, so a refusal is cheap.
+            let max = mnemos_visual::log::MAX_METADATA;
+            if metadata[i].as_ref().is_some_and(|m| m.len() > max) {
+                return Err(EngineError::InvalidArgument(format!(
+                    "items[{i}].metadata must be at most {} KiB as JSON",
+                    max >> 10
+                )));
+            }
             match &item.input {
                 VisualInput::Image(bytes) => {
                     image_slots.push(i);
@@ -202,13 +217,12 @@ impl Visual {
                 rows[*slot] = Some(v);
             }
         }
-        let metadata: Vec<Option<String>> = items
-            .iter()
-            .map(|item| (!item.metadata.is_null()).then(|| item.metadata.to_string()))
-            .collect();
-        let memory = Arc::clone(&self.memory);
+        let (memory, counts, dim) = (Arc::clone(&self.memory), Arc::clone(&self.counts), self.dim);
         blocking(move || {
             let rows: Vec<Vec<f32>> = rows.into_iter().flatten().collect();
+            if rows.len() != items.len() {
+                return Err(EngineError::Internal("an item lost its embedding".into()));
+            }
             let batch: Vec<NewItem<'_>> = items
                 .iter()
                 .zip(&rows)
@@ -220,35 +234,63 @@ impl Visual {
                     metadata: meta.as_deref(),
                 })
                 .collect();
-            let mut memory = write(&memory);
-            memory.upsert_items(&batch).map_err(visual_error)?;
-            Ok(memory.memory().len())
+            let mut memory = write(&memory)?;
+            let out = memory.upsert_items(&batch).map_err(visual_error);
+            Ok(update(&counts, &memory, dim, out)?.items)
         })
         .await
     }
 
-    /// Unlearns one sample; returns the ids removed (empty if unknown).
-    pub async fn remove(&self, id: String) -> Result<Vec<String>> {
-        let memory = Arc::clone(&self.memory);
-        blocking(move || write(&memory).remove(&[&id]).map_err(visual_error)).await
+    /// Unlearns one sample; returns the ids removed (empty if unknown)
+    /// and the memory's size afterwards.
+    pub async fn remove(&self, id: String) -> Result<(Vec<String>, usize)> {
+        let (memory, counts, dim) = (Arc::clone(&self.memory), Arc::clone(&self.counts), self.dim);
+        blocking(move || {
+            let mut memory = write(&memory)?;
+            let out = memory.remove(&[&id]).map_err(visual_error);
+            let after = update(&counts, &memory, dim, Ok(()))?;
+            Ok((out?, after.items))
+        })
+        .await
     }
 
-    /// Unlearns a whole class; returns the ids removed.
-    pub async fn remove_class(&self, label: String) -> Result<Vec<String>> {
-        let memory = Arc::clone(&self.memory);
-        blocking(move || write(&memory).remove_class(&label).map_err(visual_error)).await
+    /// Unlearns a whole class; returns the ids removed and the size after.
+    pub async fn remove_class(&self, label: String) -> Result<(Vec<String>, usize)> {
+        let (memory, counts, dim) = (Arc::clone(&self.memory), Arc::clone(&self.counts), self.dim);
+        blocking(move || {
+            let mut memory = write(&memory)?;
+            let out = memory.remove_class(&label).map_err(visual_error);
+            let after = update(&counts, &memory, dim, Ok(()))?;
+            Ok((out?, after.items))
+        })
+        .await
     }
 
-    /// Runs a pruning pass (holding the write lock: classifications wait
-    /// until it is done, so none sees half a pass).
-    pub async fn prune(&self, how: Prune) -> Result<PruneReport> {
-        let memory = Arc::clone(&self.memory);
-        blocking(move || write(&memory).prune(how).map_err(visual_error)).await
+    /// Runs a pruning pass: planned under the read lock (one search per
+    /// item; classifications go on meanwhile), then logged and applied
+    /// under the write lock. An edit in between makes the plan stale; it
+    /// is then planned again, holding the write lock.
+    pub async fn prune(&self, how: Prune) -> Result<(PruneReport, usize)> {
+        let (memory, counts, dim) = (Arc::clone(&self.memory), Arc::clone(&self.counts), self.dim);
+        blocking(move || {
+            let (report, at) = {
+                let m = read(&memory);
+                (
+                    m.memory().plan_prune(how).map_err(visual_error)?,
+                    m.generation(),
+                )
+            };
+            let mut memory = write(&memory)?;
+            let out = memory.apply_prune(how, report, at).map_err(visual_error);
+            let after = update(&counts, &memory, dim, Ok(()))?;
+            Ok((out?, after.items))
+        })
+        .await
     }
 
-    /// Items stored.
+    /// Items stored, as of the last completed edit.
     pub fn len(&self) -> usize {
-        read(&self.memory).memory().len()
+        self.counts().items
     }
 
     pub fn is_empty(&self) -> bool {
@@ -312,6 +354,30 @@ impl Visual {
     }
 }
 
+fn counts_of(memory: &DurableMemory, dim: usize) -> VisualCounts {
+    let stats = memory.memory().stats();
+    VisualCounts {
+        items: stats.items,
+        classes: stats.classes,
+        dim,
+        graph: stats.graph,
+    }
+}
+
+/// Refreshes the published sizes after an edit (also after a failed one,
+/// which may have applied part of a chunked request), then passes the
+/// edit's outcome on.
+fn update(
+    counts: &Mutex<VisualCounts>,
+    memory: &DurableMemory,
+    dim: usize,
+    out: Result<()>,
+) -> Result<VisualCounts> {
+    let now = counts_of(memory, dim);
+    *counts.lock().unwrap_or_else(|p| p.into_inner()) = now.clone();
+    out.map(|()| now)
+}
+
 /// The memory's search parameters from `[visual]`.
 pub fn visual_params(s: &VisualSettings) -> mnemos_visual::VisualParams {
     let defaults = mnemos_visual::VisualParams::default();
@@ -366,13 +432,21 @@ fn visual_error(e: VisualError) -> EngineError {
     }
 }
 
-/// A poisoned lock is taken over rather than turning every later request
-/// into a 500: the request that panicked was never acknowledged, and the
-/// log, replayed on restart, stays the truth.
+/// Reads take over a poisoned lock: the request that panicked was never
+/// acknowledged, and everything acknowledged before it is applied.
 fn read(m: &RwLock<DurableMemory>) -> RwLockReadGuard<'_, DurableMemory> {
     m.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn write(m: &RwLock<DurableMemory>) -> RwLockWriteGuard<'_, DurableMemory> {
-    m.write().unwrap_or_else(|p| p.into_inner())
+/// Writes refuse a poisoned lock: a panic in the middle of an edit may
+/// have left the memory in RAM apart from its log, and only a restart
+/// (which replays the log) brings them together again.
+fn write(m: &RwLock<DurableMemory>) -> Result<RwLockWriteGuard<'_, DurableMemory>> {
+    m.write().map_err(|_| {
+        EngineError::Unavailable(
+            "the visual memory refuses edits after an internal error; restart the server \
+             to replay its log"
+                .into(),
+        )
+    })
 }

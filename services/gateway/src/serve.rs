@@ -125,11 +125,19 @@ async fn persist_loop(engine: Arc<Engine>) {
     }
 }
 
-/// Seeds an empty store once with the embedded demo collection, and an
-/// empty visual memory (with its encoder) with the demo images.
+/// Seeds an empty store once with the embedded demo collection, and, on
+/// a fresh data dir only (never into a memory someone already uses), the
+/// visual memory with the demo images. The images are a nicety: failing
+/// to seed them is logged, not fatal.
 async fn seed_demo(engine: &Engine) -> anyhow::Result<()> {
+    let fresh = engine.store().is_empty() && !engine.data_dir().join(DEMO_MARKER).exists();
     seed_demo_documents(engine).await?;
-    seed_demo_images(engine).await
+    if fresh {
+        if let Err(e) = seed_demo_images(engine).await {
+            tracing::warn!("seeding the demo images failed: {e:#}");
+        }
+    }
+    Ok(())
 }
 
 async fn seed_demo_images(engine: &Engine) -> anyhow::Result<()> {

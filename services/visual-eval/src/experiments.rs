@@ -233,15 +233,16 @@ pub fn pruning(memory: &VisualMemory, split: &Split, threads: usize) -> Result<P
         });
     }
     let (pruned, soft, seconds) = prune(Prune::Soft { k: PRUNE_K })?;
-    let multipliers: f64 = soft.downweighted.iter().map(|(_, m)| f64::from(*m)).sum();
+    let down: Vec<f32> = soft.downweighted().map(|(_, m)| *m).collect();
+    let multipliers: f64 = down.iter().map(|m| f64::from(*m)).sum();
     Ok(PruningReport {
         k: EDIT_K,
         before: score(memory)?,
         hard,
         soft: SoftPruning {
             prune_k: PRUNE_K,
-            downweighted: soft.downweighted.len(),
-            mean_multiplier: multipliers / soft.downweighted.len().max(1) as f64,
+            downweighted: down.len(),
+            mean_multiplier: multipliers / down.len().max(1) as f64,
             accuracy: score(&pruned)?,
             seconds,
         },

@@ -145,7 +145,7 @@ pub async fn remove(
 ) -> Result<Json<VisualRemoveResponse>, ApiError> {
     auth::check_admin(&headers, state.admin_token.as_deref())?;
     let visual = state.require_ready()?.visual()?;
-    let removed = visual.remove(id.clone()).await?;
+    let (removed, total) = visual.remove(id.clone()).await?;
     if removed.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -153,10 +153,7 @@ pub async fn remove(
             format!("no visual memory item `{id}`"),
         ));
     }
-    Ok(Json(VisualRemoveResponse {
-        removed,
-        total: visual.len(),
-    }))
+    Ok(Json(VisualRemoveResponse { removed, total }))
 }
 
 /// Unlearn every sample of a class; 404 if the class has none.
@@ -170,7 +167,7 @@ pub async fn remove_class(
 ) -> Result<Json<VisualRemoveResponse>, ApiError> {
     auth::check_admin(&headers, state.admin_token.as_deref())?;
     let visual = state.require_ready()?.visual()?;
-    let removed = visual.remove_class(label.clone()).await?;
+    let (removed, total) = visual.remove_class(label.clone()).await?;
     if removed.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -178,10 +175,7 @@ pub async fn remove_class(
             format!("no visual memory class `{label}`"),
         ));
     }
-    Ok(Json(VisualRemoveResponse {
-        removed,
-        total: visual.len(),
-    }))
+    Ok(Json(VisualRemoveResponse { removed, total }))
 }
 
 /// Hard pruning drops, soft pruning down-weights, the samples that most
@@ -222,20 +216,24 @@ pub async fn prune(
         }
     };
     let started = Instant::now();
-    let report = visual.prune(how).await?;
+    let (report, total) = visual.prune(how).await?;
     Ok(Json(PruneResponse {
         examined: report.examined,
         removed: report
             .removed
-            .into_iter()
+            .iter()
+            .cloned()
             .map(|(id, label, wrong)| PrunedItem { id, label, wrong })
             .collect(),
         downweighted: report
-            .downweighted
-            .into_iter()
-            .map(|(id, multiplier)| DownweightedItem { id, multiplier })
+            .downweighted()
+            .map(|(id, multiplier)| DownweightedItem {
+                id: id.clone(),
+                multiplier: *multiplier,
+            })
             .collect(),
-        total: visual.len(),
+        reweighted: report.multipliers.len(),
+        total,
         took_ms: started.elapsed().as_secs_f64() * 1e3,
     }))
 }
@@ -244,7 +242,8 @@ fn is_multipart(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("multipart/form-data"))
+        .and_then(|v| v.trim_start().get(..19))
+        .is_some_and(|v| v.eq_ignore_ascii_case("multipart/form-data"))
 }
 
 /// A multipart classify request: a file part `image` (or a text part
@@ -332,12 +331,20 @@ fn input_of(
     }
 }
 
-/// Standard alphabet, padding optional; a data URL prefix is accepted.
+/// Standard alphabet, padding optional, line breaks ignored (MIME-style
+/// wrapping); a data URL prefix is accepted.
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
     let s = match s.find(";base64,") {
         Some(i) if s.starts_with("data:") => &s[i + ";base64,".len()..],
         _ => s,
+    };
+    let compact: String;
+    let s = if s.bytes().any(|b| b.is_ascii_whitespace()) {
+        compact = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        &compact
+    } else {
+        s
     };
     base64::engine::general_purpose::STANDARD
         .decode(s)

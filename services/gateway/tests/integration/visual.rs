@@ -230,6 +230,9 @@ async fn pruning_reports_what_it_did() {
     assert_eq!(report["examined"], 16);
     let down = report["downweighted"].as_array().unwrap();
     assert!(down.iter().any(|d| d["id"] == "liar"), "{report}");
+    // SPECS §3: every item is reweighted; clean ones to 1.75.
+    assert_eq!(report["reweighted"], 16, "{report}");
+    assert!(down.len() < 16, "{report}");
     assert_eq!(report["total"], 16);
 
     let (st, report) = h
@@ -391,6 +394,20 @@ async fn images_are_embedded_stored_and_classified() {
     assert_eq!(resp["label"], "screen");
     assert!(
         resp["neighbors"][0]["distance"].as_f64().unwrap() < 1e-3,
+        "{resp}"
+    );
+
+    // MIME-wrapped base64 (line breaks every 76 characters) is fine.
+    let wrapped: String = b64(&screen)
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let (st, resp) = h.classify(json!({"image": wrapped, "k": 1})).await;
+    assert_eq!(
+        (st, &resp["label"]),
+        (StatusCode::OK, &json!("screen")),
         "{resp}"
     );
 
