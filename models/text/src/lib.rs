@@ -16,6 +16,10 @@
 //! the first call when running one encoder per worker thread; two threads
 //! inside one product measured slower than one (`PITFALLS.md`).
 //!
+//! [`MiniLmEncoder::token_states`] returns the final-layer token states and
+//! attention mask instead of the pooled vector, for models that read a
+//! query token by token (the Hypencoder's hyperheads).
+//!
 //! [`MiniLmEncoder::load`] accepts any directory in the Hugging Face hub
 //! layout (`config.json`, `model.safetensors`, `tokenizer.json`, optional
 //! `modules.json` and `1_Pooling/config.json`), so compatible BERT
@@ -42,7 +46,7 @@ mod pooling;
 mod softmax;
 mod tokenize;
 
-pub use minilm::{EncoderOptions, MiniLmEncoder};
+pub use minilm::{EncoderOptions, MiniLmEncoder, TokenStates};
 pub use mnemos_models_core::{Encoder, ModelError, Result};
 pub use pooling::Pooling;
 

@@ -17,7 +17,7 @@ use crate::bert::Bert;
 use crate::layout::ModelLayout;
 use crate::pooling::{l2_normalize, pool, Pooling};
 use crate::runtime_error;
-use crate::tokenize::{pad_batch, SentenceTokenizer};
+use crate::tokenize::{pad_batch, PaddedBatch, SentenceTokenizer};
 
 /// Settings for [`MiniLmEncoder::load`]; `None` means "as the model
 /// directory says".
@@ -50,6 +50,24 @@ impl Default for EncoderOptions {
             max_batch: 8,
         }
     }
+}
+
+/// Final-layer token states of a batch of texts, from
+/// [`MiniLmEncoder::token_states`]: plain row-major buffers, so callers need
+/// no tensor library.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenStates {
+    /// Number of texts.
+    pub rows: usize,
+    /// Tokens per row after padding: the longest text's token count,
+    /// `[CLS]` and `[SEP]` included.
+    pub seq_len: usize,
+    /// Width of each token state (the model's hidden size).
+    pub dim: usize,
+    /// `rows × seq_len × dim` token states; zero at padding positions.
+    pub states: Vec<f32>,
+    /// `rows × seq_len` attention mask: 1 for real tokens, 0 for padding.
+    pub mask: Vec<f32>,
 }
 
 /// A BERT sentence encoder loaded from a hub-layout directory, by default
@@ -141,8 +159,51 @@ impl MiniLmEncoder {
         Ok(self.tokenizer.encode(text)?.len())
     }
 
-    /// One forward pass over a group of tokenised texts.
-    fn forward(&self, group: &[&Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
+    /// Final-layer token states of `texts`, before pooling: what the
+    /// Hypencoder's hyperheads read (SPECS §2), where [`Encoder::embed`]
+    /// keeps only the pooled vector.
+    ///
+    /// Texts run in length-sorted groups of at most `max_batch` as in
+    /// `embed` (so each group pads little), then come back in input order,
+    /// padded on the right to the longest text; padding states are zero.
+    /// Mean-pooling the states under the mask and L2-normalising gives
+    /// `embed`'s vectors for a mean-pooling, normalising model.
+    pub fn token_states(&self, texts: &[&str]) -> Result<TokenStates> {
+        let encodings = texts
+            .iter()
+            .map(|text| self.tokenizer.encode(text))
+            .collect::<Result<Vec<_>>>()?;
+        let seq_len = encodings.iter().map(Encoding::len).max().unwrap_or(0);
+        let dim = self.dim;
+        let mut out = TokenStates {
+            rows: texts.len(),
+            seq_len,
+            dim,
+            states: vec![0.0; texts.len() * seq_len * dim],
+            mask: vec![0.0; texts.len() * seq_len],
+        };
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| Reverse(encodings[i].len()));
+        for chunk in order.chunks(self.max_batch) {
+            let group: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
+            let (hidden, _) = self.hidden_states(&group).map_err(runtime_error)?;
+            let hidden = hidden.to_vec3::<f32>().map_err(runtime_error)?;
+            for (&i, rows) in chunk.iter().zip(hidden) {
+                let len = encodings[i].len();
+                out.mask[i * seq_len..i * seq_len + len].fill(1.0);
+                for (t, state) in rows.into_iter().take(len).enumerate() {
+                    let start = (i * seq_len + t) * dim;
+                    out.states[start..start + dim].copy_from_slice(&state);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Final-layer token states of a group of tokenised texts, padded to
+    /// the group's longest: `(rows, seq_len, dim)`, and the batch whose
+    /// `mask` marks the real tokens.
+    fn hidden_states(&self, group: &[&Encoding]) -> candle_core::Result<(Tensor, PaddedBatch)> {
         let batch = pad_batch(group, self.tokenizer.pad_id(), &self.device)?;
         let span = tracing::debug_span!(
             "minilm_forward",
@@ -153,6 +214,12 @@ impl MiniLmEncoder {
         let hidden = self
             .model
             .forward(&batch.ids, &batch.type_ids, &batch.mask)?;
+        Ok((hidden, batch))
+    }
+
+    /// One forward pass over a group of tokenised texts, pooled.
+    fn forward(&self, group: &[&Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let (hidden, batch) = self.hidden_states(group)?;
         let pooled = pool(&hidden, &batch.mask, self.pooling)?;
         let pooled: Tensor = if self.normalize {
             l2_normalize(&pooled)?

@@ -107,6 +107,61 @@ fn batching_does_not_change_vectors() {
 }
 
 #[test]
+fn token_states_mean_pool_to_the_embeddings() {
+    let Some(dir) = support::model_dir() else {
+        return;
+    };
+    // max_batch 2 runs the 5 texts as three groups of different lengths.
+    let encoder = MiniLmEncoder::load(
+        &dir,
+        EncoderOptions {
+            max_batch: 2,
+            ..EncoderOptions::default()
+        },
+    )
+    .expect("model loads");
+    let long = "a longer sentence about hypernetworks that score documents ".repeat(4);
+    let texts = ["short", long.as_str(), "", "what is a q-net?", "short"];
+    let states = encoder.token_states(&texts).expect("token states");
+    let (seq_len, dim) = (states.seq_len, states.dim);
+    assert_eq!((states.rows, dim), (texts.len(), 384));
+    assert_eq!(states.states.len(), texts.len() * seq_len * dim);
+    assert_eq!(states.mask.len(), texts.len() * seq_len);
+    let embedded = encoder.embed(&texts).expect("embed");
+    for (i, text) in texts.iter().enumerate() {
+        let mask = &states.mask[i * seq_len..(i + 1) * seq_len];
+        let real = mask.iter().filter(|&&m| m > 0.0).count();
+        assert_eq!(
+            real,
+            encoder.count_tokens(text).expect("tokens"),
+            "{text:?}"
+        );
+        // Padding is on the right and its states are zero.
+        assert!(mask[..real].iter().all(|&m| m == 1.0) && mask[real..].iter().all(|&m| m == 0.0));
+        let mut mean = vec![0f32; dim];
+        let row = &states.states[i * seq_len * dim..(i + 1) * seq_len * dim];
+        for (&m, state) in mask.iter().zip(row.chunks_exact(dim)) {
+            if m == 0.0 {
+                assert!(state.iter().all(|&x| x == 0.0), "padding state of {text:?}");
+            }
+            mean.iter_mut()
+                .zip(state)
+                .for_each(|(acc, x)| *acc += m * x);
+        }
+        let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let pooled: Vec<f32> = mean.iter().map(|x| x / norm).collect();
+        let max_diff = pooled
+            .iter()
+            .zip(&embedded[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max_diff < 1e-5, "{text:?}: max abs diff {max_diff}");
+    }
+    let none = encoder.token_states(&[]).expect("empty batch");
+    assert_eq!((none.rows, none.seq_len), (0, 0));
+}
+
+#[test]
 fn edge_inputs_do_not_panic() {
     let Some(dir) = support::model_dir() else {
         return;
