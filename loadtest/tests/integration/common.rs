@@ -71,6 +71,7 @@ pub async fn start_gateway() -> Gateway {
     s.server.admin_token = Some(TOKEN.into());
     s.server.seed_demo = false;
     s.dense.enabled = false;
+    s.visual.enabled = false;
     s.search.default_backends = vec!["bm25".into()];
     let state = Arc::new(AppState::new(&s));
     let (engine, _) = mnemos_engine::Engine::open(s).await.unwrap();

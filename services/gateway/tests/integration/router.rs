@@ -410,6 +410,7 @@ async fn admin_disabled_without_token_and_metrics_and_openapi() {
     let mut s = Loader::new().build().unwrap();
     s.server.data_dir = dir.path().to_path_buf();
     s.dense.enabled = false;
+    s.visual.enabled = false;
     s.search.default_backends = vec!["bm25".into()];
     let state = Arc::new(AppState::new(&s));
     let app = app(Arc::clone(&state));
