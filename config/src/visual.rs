@@ -58,8 +58,8 @@ impl Default for VisualSettings {
             queue_capacity: 256,
             max_image_side: 8192,
             max_decoded_bytes: 256 << 20,
-            ann_above: 20_000,
-            m: 16,
+            ann_above: 10_000,
+            m: 32,
             ef_construction: 100,
             ef_search: 64,
         }

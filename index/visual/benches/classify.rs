@@ -5,8 +5,12 @@
 //! - `classify_exact_10000x1280`: a flat scan of 10k items (below the
 //!   default graph threshold).
 //! - `classify_graph_{N}x1280/ef/*`: the HNSW graph over N items, N from
-//!   `MNEMOS_VISUAL_BENCH_N` (default 20,000, built in well under a minute
-//!   on two cores; the scale example `visual_scale` covers a million).
+//!   `MNEMOS_VISUAL_BENCH_N` (default 20,000, built in under a minute on
+//!   two cores; the scale example `visual_scale` covers a million). The
+//!   data keep the million-item case's 1000 samples per class (N/1000
+//!   classes): a graph's work per query depends on how many samples a
+//!   query's class has, and 1000 classes over 20k items would make a
+//!   sparse, slower case that a large memory never is.
 //!
 //! Run with `cargo bench -p mnemos-visual`.
 
@@ -33,9 +37,14 @@ fn graph_size() -> usize {
         .unwrap_or(20_000)
 }
 
-/// A memory of `n` synthetic items and 256 queries from the same model.
-fn build(n: usize, params: VisualParams) -> (VisualMemory, Vec<Vec<f32>>) {
-    let mut data = Synthetic::new(Spec::new(DIM), 1);
+/// A memory of `n` synthetic items of `classes` classes and 256 queries
+/// from the same model.
+fn build(n: usize, classes: usize, params: VisualParams) -> (VisualMemory, Vec<Vec<f32>>) {
+    let spec = Spec {
+        classes,
+        ..Spec::new(DIM)
+    };
+    let mut data = Synthetic::new(spec, 1);
     let mut memory = VisualMemory::with_params(DIM, params).expect("valid parameters");
     let started = Instant::now();
     for first in (0..n).step_by(CHUNK) {
@@ -80,7 +89,7 @@ fn classify_exact(c: &mut Criterion) {
         ann_above: usize::MAX,
         ..VisualParams::default()
     };
-    let (memory, queries) = build(EXACT_N, params);
+    let (memory, queries) = build(EXACT_N, 1000, params);
     let mut group = c.benchmark_group(format!("classify_exact_{EXACT_N}x{DIM}"));
     group.bench_function("rank_voting_k10", |b| {
         let mut next = queries.iter().cycle();
@@ -107,7 +116,7 @@ fn classify_graph(c: &mut Criterion) {
             ..defaults.hnsw
         },
     };
-    let (memory, queries) = build(n, params);
+    let (memory, queries) = build(n, (n / 1000).max(2), params);
     let mut group = c.benchmark_group(format!("classify_graph_{n}x{DIM}"));
     for ef in [32, 64, 128] {
         eprintln!("ef {ef}: recall@{K} {:.4}", recall(&memory, &queries, ef));

@@ -4,8 +4,8 @@
 //! ```text
 //! cargo run --release -p mnemos-visual --example visual_scale -- N \
 //!     [--ef 32,64,128] [--dim 1280] [--queries 500] [--classes 1000] \
-//!     [--rank 48] [--semantic 64] [--noise 0.3] [--m 16] \
-//!     [--ef-construction 100] [--ann-above 20000] [--exact-timed 50]
+//!     [--rank 48] [--semantic 64] [--noise 0.3] [--m 32] \
+//!     [--ef-construction 100] [--ann-above 10000] [--exact-timed 50]
 //! ```
 //!
 //! The data come from `tests/support/synthetic.rs` (documented there):

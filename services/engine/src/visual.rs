@@ -450,3 +450,18 @@ fn write(m: &RwLock<DurableMemory>) -> Result<RwLockWriteGuard<'_, DurableMemory
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[visual]`'s defaults are the memory's measured defaults (one place
+    /// to tune: `mnemos_visual::VisualParams`).
+    #[test]
+    fn config_defaults_are_the_memorys_defaults() {
+        assert_eq!(
+            visual_params(&VisualSettings::default()),
+            mnemos_visual::VisualParams::default()
+        );
+    }
+}
