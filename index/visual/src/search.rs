@@ -159,7 +159,7 @@ impl VisualMemory {
                 let slot = *self.slots.get(h.id.as_str())?;
                 (Some(slot) != exclude).then_some(Hit {
                     slot,
-                    distance: 1.0 - h.score,
+                    distance: (1.0 - h.score).max(0.0),
                 })
             })
             .collect();

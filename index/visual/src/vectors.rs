@@ -53,7 +53,8 @@ pub(crate) fn flat_top_k(
         }
         let candidate = Ranked(Hit {
             slot,
-            distance: 1.0 - dot(query, row),
+            // Rounding puts an exact duplicate a hair below 0.
+            distance: (1.0 - dot(query, row)).max(0.0),
         });
         if best.len() < k {
             best.push(candidate);
