@@ -106,8 +106,13 @@ impl VisualMemory {
             DistanceRange::FULL
         };
         let hits = self.search_with_ef(&query, k, None, ef)?;
-        let neighbors: Vec<Neighbor<'_>> = hits
-            .iter()
+        Ok(aggregate(&self.neighbors(&hits), aggregation, range))
+    }
+
+    /// The voters behind `hits` (from a search of this memory, before any
+    /// edit), in order.
+    pub fn neighbors(&self, hits: &[Hit]) -> Vec<Neighbor<'_>> {
+        hits.iter()
             .map(|h| {
                 let item = &self.items[h.slot];
                 Neighbor {
@@ -117,8 +122,7 @@ impl VisualMemory {
                     multiplier: item.multiplier,
                 }
             })
-            .collect();
-        Ok(aggregate(&neighbors, aggregation, range))
+            .collect()
     }
 
     /// The min and max distance between stored items (over all pairs of

@@ -58,11 +58,12 @@ impl ImagePool {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// Embeds encoded PNG/JPEG files, in order. A bad image fails the call
-    /// with [`EngineError::InvalidArgument`] naming its index (`what` says
-    /// which field, e.g. `items`); every image is decoded before any is
-    /// run through the network, so a bad one costs no inference.
-    pub async fn embed(&self, images: Vec<Vec<u8>>, what: &str) -> Result<Vec<Vec<f32>>> {
+    /// Embeds encoded PNG/JPEG files, in order. Each comes with the name
+    /// the request knows it by (`image`, `items[3].image`), which a bad
+    /// image's [`EngineError::InvalidArgument`] starts with; every image is
+    /// decoded before any is run through the network, so a bad one costs
+    /// no inference.
+    pub async fn embed(&self, images: Vec<(String, Vec<u8>)>) -> Result<Vec<Vec<f32>>> {
         let n = images.len();
         if n == 0 {
             return Ok(Vec::new());
@@ -85,16 +86,15 @@ impl ImagePool {
             )));
         }
         let mut prepared = Vec::with_capacity(n);
-        for (i, bytes) in images.into_iter().enumerate() {
+        for (name, bytes) in images {
             let permit = self.acquire().await?;
             let encoder = Arc::clone(&self.encoder);
-            let what = what.to_string();
             prepared.push(tokio::spawn(async move {
                 let out = blocking(move || {
                     let p = encoder
                         .preprocess(&ImageInput::Encoded(&bytes))
-                        .map_err(|e| image_error(&what, i, e))?;
-                    Ok(p)
+                        .map_err(|e| image_error(&name, e))?;
+                    Ok((name, p))
                 })
                 .await;
                 drop(permit);
@@ -106,15 +106,14 @@ impl ImagePool {
             batch.push(join(task).await??);
         }
         let mut running = Vec::with_capacity(n);
-        for (i, image) in batch.into_iter().enumerate() {
+        for (name, image) in batch {
             let permit = self.acquire().await?;
             let encoder = Arc::clone(&self.encoder);
-            let what = what.to_string();
             running.push(tokio::spawn(async move {
                 let out = blocking(move || {
                     let mut v = encoder
                         .embed_preprocessed(std::slice::from_ref(&image))
-                        .map_err(|e| image_error(&what, i, e))?;
+                        .map_err(|e| image_error(&name, e))?;
                     v.pop()
                         .ok_or_else(|| EngineError::Internal("the encoder returned nothing".into()))
                 })
@@ -144,9 +143,9 @@ async fn join<T>(task: tokio::task::JoinHandle<T>) -> Result<T> {
 }
 
 /// Bad pixels are the caller's fault (400); anything else is ours.
-fn image_error(what: &str, i: usize, e: ModelError) -> EngineError {
+fn image_error(name: &str, e: ModelError) -> EngineError {
     match e {
-        ModelError::InvalidInput(m) => EngineError::InvalidArgument(format!("{what}[{i}]: {m}")),
+        ModelError::InvalidInput(m) => EngineError::InvalidArgument(format!("{name}: {m}")),
         other => EngineError::Model(other.to_string()),
     }
 }

@@ -198,7 +198,7 @@ impl Visual {
             match &item.input {
                 VisualInput::Image(bytes) => {
                     image_slots.push(i);
-                    images.push(bytes.clone());
+                    images.push((format!("items[{i}].image"), bytes.clone()));
                     rows.push(None);
                 }
                 VisualInput::Embedding(v) => {
@@ -209,10 +209,7 @@ impl Visual {
         }
         if !images.is_empty() {
             let pool = self.require_encoder()?;
-            let vectors = pool.embed(images, "items").await.map_err(|e| {
-                // Name the item, not its position among the images.
-                rename_index(e, &image_slots)
-            })?;
+            let vectors = pool.embed(images).await?;
             for (slot, v) in image_slots.iter().zip(vectors) {
                 rows[*slot] = Some(v);
             }
@@ -299,21 +296,11 @@ impl Visual {
 
     async fn embed_one(&self, input: VisualInput) -> Result<Vec<f32>> {
         match input {
-            VisualInput::Embedding(v) => {
-                self.check_embedding(&v, "embedding")?;
-                Ok(v)
-            }
+            // Checked by the memory as it classifies.
+            VisualInput::Embedding(v) => Ok(v),
             VisualInput::Image(bytes) => {
                 let pool = self.require_encoder()?;
-                let mut v = pool
-                    .embed(vec![bytes], "image")
-                    .await
-                    .map_err(|e| match e {
-                        EngineError::InvalidArgument(m) => {
-                            EngineError::InvalidArgument(m.replacen("image[0]", "image", 1))
-                        }
-                        other => other,
-                    })?;
+                let mut v = pool.embed(vec![("image".into(), bytes)]).await?;
                 v.pop()
                     .ok_or_else(|| EngineError::Internal("the encoder returned nothing".into()))
             }
@@ -330,27 +317,13 @@ impl Visual {
         })
     }
 
-    /// Right length and finite values (the memory also rejects an all-zero
-    /// vector, which has no direction).
+    /// The memory's own check (right length, finite, not all zeros), run
+    /// before any image of the request is embedded so a bad vector costs
+    /// no inference.
     fn check_embedding(&self, v: &[f32], what: &str) -> Result<()> {
-        if v.len() != self.dim {
-            return Err(EngineError::InvalidArgument(format!(
-                "{what} has {} dimensions; this memory stores {}",
-                v.len(),
-                self.dim
-            )));
-        }
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(EngineError::InvalidArgument(format!(
-                "{what}[{i}] is not a finite number"
-            )));
-        }
-        if v.iter().all(|x| *x == 0.0) {
-            return Err(EngineError::InvalidArgument(format!(
-                "{what} is all zeros and has no direction"
-            )));
-        }
-        Ok(())
+        mnemos_hnsw::normalised(v, self.dim)
+            .map(drop)
+            .map_err(|e| EngineError::InvalidArgument(format!("{what}: {e}")))
     }
 }
 
@@ -402,26 +375,6 @@ fn check_name(field: &str, i: usize, value: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// `items[j]` among the images → `items[i]` among all items.
-fn rename_index(e: EngineError, slots: &[usize]) -> EngineError {
-    match e {
-        EngineError::InvalidArgument(m) => {
-            for (j, i) in slots.iter().enumerate().rev() {
-                let from = format!("items[{j}]");
-                if m.starts_with(&from) {
-                    return EngineError::InvalidArgument(m.replacen(
-                        &from,
-                        &format!("items[{i}].image"),
-                        1,
-                    ));
-                }
-            }
-            EngineError::InvalidArgument(m)
-        }
-        other => other,
-    }
 }
 
 fn visual_error(e: VisualError) -> EngineError {

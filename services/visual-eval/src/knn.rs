@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use mnemos_visual::{aggregate, Aggregation, DistanceRange, Neighbor, VisualMemory};
+use mnemos_visual::{aggregate, Aggregation, DistanceRange, VisualMemory};
 
 use crate::Result;
 
@@ -68,18 +68,7 @@ fn score_chunk(
     for (query, &digit) in queries.iter().zip(labels) {
         let unit = memory.normalised(query)?;
         let hits = memory.search_exact(&unit, k_max)?;
-        let neighbors: Vec<Neighbor<'_>> = hits
-            .iter()
-            .map(|h| {
-                let item = memory.item(h.slot);
-                Neighbor {
-                    id: &item.id,
-                    label: &item.label,
-                    distance: h.distance,
-                    multiplier: item.multiplier,
-                }
-            })
-            .collect();
+        let neighbors = memory.neighbors(&hits);
         let truth = label(digit);
         out.push(
             grid.iter()
