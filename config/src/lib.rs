@@ -6,9 +6,11 @@
 //! unknown key or wrong type anywhere is reported with its dotted path
 //! (`dense.max_batch: invalid type ...`) instead of being silently ignored.
 
+mod hypencoder;
 mod settings;
 mod visual;
 
+pub use hypencoder::{HypencoderSettings, HYPENCODER_SEARCHES};
 pub use settings::*;
 pub use visual::{VisualSettings, VISUAL_AGGREGATIONS};
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hypencoder::HypencoderSettings;
 use crate::visual::VisualSettings;
 use crate::{ConfigError, Result};
 
@@ -18,6 +19,7 @@ pub struct Settings {
     pub hnsw: HnswSettings,
     pub store: StoreSettings,
     pub visual: VisualSettings,
+    pub hypencoder: HypencoderSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,9 +93,13 @@ impl Default for SearchSettings {
             default_k: 10,
             fusion: FusionMethod::Rrf,
             rrf_k: 60.0,
-            linear_weights: [("bm25".to_string(), 0.3), ("dense".to_string(), 0.7)]
-                .into_iter()
-                .collect(),
+            linear_weights: [
+                ("bm25".to_string(), 0.3),
+                ("dense".to_string(), 0.7),
+                ("hypencoder".to_string(), 0.7),
+            ]
+            .into_iter()
+            .collect(),
             normalization: Normalization::MinMax,
             fusion_depth: 100,
         }
@@ -193,7 +199,7 @@ impl Default for StoreSettings {
     }
 }
 
-pub const KNOWN_BACKENDS: &[&str] = &["bm25", "dense"];
+pub const KNOWN_BACKENDS: &[&str] = &["bm25", "dense", "hypencoder"];
 
 pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -315,6 +321,7 @@ impl Settings {
             return Err(invalid("hnsw.compact_ratio", "must be in (0, 1]"));
         }
         self.visual.validate()?;
+        self.hypencoder.validate()?;
         if !self.bm25.enabled && !self.dense.enabled {
             return Err(invalid(
                 "bm25.enabled",
@@ -337,6 +344,8 @@ impl Settings {
         match name {
             "bm25" => self.bm25.enabled,
             "dense" => self.dense.enabled,
+            // It scores the dense encoder's vectors: off without them.
+            "hypencoder" => self.hypencoder.enabled && self.dense.enabled,
             _ => false,
         }
     }

@@ -133,6 +133,7 @@ impl Workload {
                     backends,
                     k,
                     fusion,
+                    hypencoder,
                     source,
                 } => match source {
                     QuerySource::Queries => queries,
@@ -145,6 +146,7 @@ impl Workload {
                         k: *k,
                         backends: backends.clone(),
                         fusion: fusion.clone(),
+                        hypencoder: hypencoder.clone(),
                     };
                     serde_json::to_vec(&body).map(Bytes::from)
                 })

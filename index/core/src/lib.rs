@@ -6,6 +6,14 @@
 //! trait promises visibility but not durability: an index that loses its last
 //! few writes in a crash is reconciled against the store on the next start
 //! (see [`IndexWrite::indexed_versions`]).
+//!
+//! The vector indexes also share their building blocks from here: snapshot
+//! files ([`codec`]), slot-major vector storage ([`slots`]) and vector
+//! arithmetic and checks ([`vector`]).
+
+pub mod codec;
+pub mod slots;
+pub mod vector;
 
 use std::collections::HashMap;
 

@@ -1,34 +1,11 @@
-//! Similarity arithmetic: dot products, normalisation, and the distance the
-//! graph is built with.
+//! Similarity arithmetic: normalisation, and the distance the graph is built
+//! with. The dot product itself is [`mnemos_index_core::vector::dot`].
 
 use hnsw_rs::prelude::Distance;
+use mnemos_index_core::vector::{check_vector, dot};
 use mnemos_index_core::Result;
 
 use crate::params::invalid;
-
-/// Dot product of two equal-length slices.
-///
-/// Eight independent partial sums let the compiler keep them in one SIMD
-/// register; a single running sum is a serial chain of float additions that
-/// it may not reorder, and runs several times slower at 384 dimensions.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut lanes = [0.0f32; 8];
-    let chunks_a = a.chunks_exact(8);
-    let chunks_b = b.chunks_exact(8);
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (xa, xb) in chunks_a.zip(chunks_b) {
-        for ((lane, x), y) in lanes.iter_mut().zip(xa).zip(xb) {
-            *lane += x * y;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
 
 /// How far from 1 a norm may be for a vector to count as normalised already.
 const UNIT_TOLERANCE: f64 = 1e-5;
@@ -40,15 +17,7 @@ const UNIT_TOLERANCE: f64 = 1e-5;
 /// them would put NaN into the graph, where hnsw_rs asserts on distances and
 /// would panic.
 pub fn normalised(vector: &[f32], dim: usize) -> Result<Vec<f32>> {
-    if vector.len() != dim {
-        return Err(invalid(format!(
-            "vector has {} dimensions, index expects {dim}",
-            vector.len()
-        )));
-    }
-    if vector.iter().any(|x| !x.is_finite()) {
-        return Err(invalid("vector has a NaN or infinite component".into()));
-    }
+    check_vector(vector, dim)?;
     // f64 so that squares of large components cannot overflow to infinity.
     let norm = vector
         .iter()
@@ -88,16 +57,6 @@ impl Distance<f32> for ClampedDot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_matches_naive_sum_for_every_tail_length() {
-        for len in [0, 1, 7, 8, 9, 16, 383, 384] {
-            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
-            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - naive).abs() < 1e-4, "len {len}");
-        }
-    }
 
     #[test]
     fn normalised_has_unit_length() {

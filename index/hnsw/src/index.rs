@@ -26,11 +26,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use mnemos_index_core::vector::validate_dim;
 use mnemos_index_core::{Hit, IndexWrite, Result, Seq};
 
 use crate::distance::normalised;
 use crate::graph::Graph;
-use crate::params::{validate_dim, HnswParams};
+use crate::params::HnswParams;
 use crate::persist;
 use crate::points::PointTable;
 

@@ -59,9 +59,10 @@ mod persist;
 mod points;
 mod search;
 
-pub use distance::{dot, normalised};
+pub use distance::normalised;
 pub use index::{IndexStats, VectorIndex};
-pub use params::{HnswParams, MAX_DIM};
+pub use mnemos_index_core::vector::{dot, MAX_DIM};
+pub use params::HnswParams;
 
 #[cfg(test)]
 mod tests {

@@ -13,8 +13,6 @@ const MAX_CONNECTIONS: usize = 256;
 /// Far beyond any useful setting; rejects typos such as an extra zero or two
 /// that would make every insert or query scan most of the graph.
 const MAX_EF: usize = 100_000;
-/// Dimensions above this are almost certainly a configuration mistake.
-pub const MAX_DIM: usize = 65_536;
 
 /// Parameters of a [`crate::VectorIndex`].
 ///
@@ -92,16 +90,6 @@ impl HnswParams {
     }
 }
 
-/// Checks a vector dimension given to an index constructor.
-pub(crate) fn validate_dim(dim: usize) -> Result<()> {
-    if !(1..=MAX_DIM).contains(&dim) {
-        return Err(invalid(format!(
-            "vector dimension must be in 1..={MAX_DIM}, got {dim}"
-        )));
-    }
-    Ok(())
-}
-
 pub(crate) fn invalid(message: String) -> IndexError {
     IndexError::InvalidArgument(message)
 }
@@ -165,12 +153,5 @@ mod tests {
             );
         }
         HnswParams { m: 256, ..base }.validate().unwrap();
-    }
-
-    #[test]
-    fn dim_must_be_positive_and_sane() {
-        assert!(validate_dim(0).is_err());
-        assert!(validate_dim(MAX_DIM + 1).is_err());
-        validate_dim(384).unwrap();
     }
 }

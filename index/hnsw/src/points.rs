@@ -14,19 +14,16 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
+use mnemos_index_core::slots::SlotVectors;
+use mnemos_index_core::vector::dot;
 use mnemos_index_core::Seq;
-
-use crate::distance::dot;
 
 /// Vectors and id/version maps for every slot of one graph.
 #[derive(Debug, Clone)]
 pub(crate) struct PointTable {
-    dim: usize,
-    /// Slot `s` occupies `vectors[s * dim..(s + 1) * dim]`, live or dead.
-    vectors: Vec<f32>,
-    /// The id a slot holds while it is live; `None` once dead.
-    owners: Vec<Option<Arc<str>>>,
-    seqs: Vec<Seq>,
+    /// Vector, owner and seq per slot, live or dead; a dead slot has no
+    /// owner.
+    store: SlotVectors,
     /// id → its one live slot.
     live: HashMap<Arc<str>, usize>,
 }
@@ -38,17 +35,14 @@ impl PointTable {
 
     pub(crate) fn with_capacity(dim: usize, slots: usize) -> Self {
         Self {
-            dim,
-            vectors: Vec::with_capacity(slots * dim),
-            owners: Vec::with_capacity(slots),
-            seqs: Vec::with_capacity(slots),
+            store: SlotVectors::with_capacity(dim, slots),
             live: HashMap::with_capacity(slots),
         }
     }
 
     /// Slots ever handed out, live and dead: the graph's size.
     pub(crate) fn slots(&self) -> usize {
-        self.owners.len()
+        self.store.slots()
     }
 
     pub(crate) fn live_count(&self) -> usize {
@@ -62,34 +56,30 @@ impl PointTable {
     /// True for a slot whose vector is its id's current version. Slots not
     /// yet committed by [`Self::push`] (a write in progress) are not live.
     pub(crate) fn is_live(&self, slot: usize) -> bool {
-        matches!(self.owners.get(slot), Some(Some(_)))
+        self.store.is_live(slot)
     }
 
     pub(crate) fn vector(&self, slot: usize) -> &[f32] {
-        &self.vectors[slot * self.dim..(slot + 1) * self.dim]
+        self.store.vector(slot)
     }
 
     /// The id held by a live slot.
     pub(crate) fn owner(&self, slot: usize) -> Option<&Arc<str>> {
-        self.owners.get(slot).and_then(Option::as_ref)
+        self.store.owner(slot)
     }
 
     /// Seq and vector of the live version of `id`.
     pub(crate) fn get(&self, id: &str) -> Option<(Seq, &[f32])> {
         let &slot = self.live.get(id)?;
-        Some((self.seqs[slot], self.vector(slot)))
+        Some((self.store.seq(slot), self.vector(slot)))
     }
 
     /// Appends a vector as the live version of `id`, tombstoning the previous
     /// one, and returns its slot (always the old [`Self::slots`]).
     pub(crate) fn push(&mut self, id: Arc<str>, seq: Seq, vector: &[f32]) -> usize {
-        debug_assert_eq!(vector.len(), self.dim);
-        let slot = self.owners.len();
-        self.vectors.extend_from_slice(vector);
-        self.owners.push(Some(Arc::clone(&id)));
-        self.seqs.push(seq);
+        let slot = self.store.push(vector, Some(Arc::clone(&id)), seq);
         if let Some(old) = self.live.insert(id, slot) {
-            self.owners[old] = None;
+            self.store.set_owner(old, None);
         }
         slot
     }
@@ -98,7 +88,7 @@ impl PointTable {
     pub(crate) fn remove(&mut self, id: &str) -> bool {
         match self.live.remove(id) {
             Some(slot) => {
-                self.owners[slot] = None;
+                self.store.set_owner(slot, None);
                 true
             }
             None => false,
@@ -107,17 +97,13 @@ impl PointTable {
 
     /// (id, seq, vector) of every live slot, in slot order.
     pub(crate) fn live_entries(&self) -> impl Iterator<Item = (&Arc<str>, Seq, &[f32])> + '_ {
-        self.owners.iter().enumerate().filter_map(|(slot, owner)| {
-            owner
-                .as_ref()
-                .map(|id| (id, self.seqs[slot], self.vector(slot)))
-        })
+        self.store.live_entries()
     }
 
     /// A new table holding only the live entries, renumbered from slot 0:
     /// the starting point of a compaction.
     pub(crate) fn compacted(&self) -> Self {
-        let mut table = Self::with_capacity(self.dim, self.live_count());
+        let mut table = Self::with_capacity(self.store.dim(), self.live_count());
         for (id, seq, vector) in self.live_entries() {
             table.push(Arc::clone(id), seq, vector);
         }
@@ -138,10 +124,7 @@ impl PointTable {
         }
         // Min-heap of the best k so far: its top is the one to evict.
         let mut best: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(k + 1);
-        for (slot, owner) in self.owners.iter().enumerate() {
-            if owner.is_none() {
-                continue;
-            }
+        for slot in self.store.live_slots() {
             let candidate = Scored {
                 score: self.score(slot, query),
                 slot,

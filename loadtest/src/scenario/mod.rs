@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use mnemos_api::FusionRequest;
+use mnemos_api::{FusionRequest, HypencoderRequest};
 use serde::Deserialize;
 
 use crate::error::{LoadError, Result};
@@ -67,6 +67,7 @@ struct RawRequest {
     backends: Option<Vec<String>>,
     k: Option<usize>,
     fusion: Option<FusionRequest>,
+    hypencoder: Option<HypencoderRequest>,
     query_source: Option<QuerySource>,
     batch: Option<usize>,
     path: Option<String>,
@@ -94,6 +95,8 @@ pub enum Op {
         backends: Option<Vec<String>>,
         k: Option<usize>,
         fusion: Option<FusionRequest>,
+        /// How the `hypencoder` backend searches (`exhaustive`, `graph`).
+        hypencoder: Option<HypencoderRequest>,
         source: QuerySource,
     },
     /// `POST /v1/admin/documents` with `batch` fresh documents copied from
@@ -305,6 +308,7 @@ fn validate_request(r: RawRequest) -> std::result::Result<RequestSpec, String> {
             ("backends", r.backends.is_some()),
             ("k", r.k.is_some()),
             ("fusion", r.fusion.is_some()),
+            ("hypencoder", r.hypencoder.is_some()),
             ("query_source", r.query_source.is_some()),
             ("batch", r.batch.is_some()),
             ("path", r.path.is_some()),
@@ -329,7 +333,7 @@ fn validate_request(r: RawRequest) -> std::result::Result<RequestSpec, String> {
     };
     let op = match r.kind {
         Kind::Search => {
-            only(&["backends", "k", "fusion", "query_source"])?;
+            only(&["backends", "k", "fusion", "hypencoder", "query_source"])?;
             if r.k == Some(0) {
                 return Err("`k` must be at least 1".into());
             }
@@ -340,6 +344,7 @@ fn validate_request(r: RawRequest) -> std::result::Result<RequestSpec, String> {
                 backends: r.backends.clone(),
                 k: r.k,
                 fusion: r.fusion.clone(),
+                hypencoder: r.hypencoder.clone(),
                 source: r.query_source.unwrap_or_default(),
             }
         }

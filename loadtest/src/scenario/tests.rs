@@ -49,6 +49,7 @@ fn parses_a_mixed_scenario() {
             backends,
             k,
             fusion: Some(FusionRequest::Rrf { k: Some(rk) }),
+            hypencoder: None,
             source: QuerySource::Queries,
         } => {
             assert_eq!(backends.as_deref().unwrap(), ["bm25", "dense"]);

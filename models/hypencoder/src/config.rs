@@ -35,6 +35,27 @@ pub struct HypencoderConfig {
     pub layer_norm_eps: f64,
     /// Standard deviations of the random initialisation.
     pub init: InitScale,
+    /// Where training starts from; loading a trained model ignores it.
+    pub start: Start,
+}
+
+/// The function a new model's q-nets compute before any training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// The paper's initialisation: every generated weight starts at a
+    /// random base, so a new q-net is a random, query-independent network.
+    #[default]
+    Random,
+    /// The q-net starts as the dense dual encoder it is built on: its score
+    /// is (a fixed multiple of) the Pearson correlation between the
+    /// document vector and the query's mean-pooled token states, which
+    /// ranks documents almost exactly like the encoder's cosine (see
+    /// `warm_start.rs`). Training then only has to learn what improves on
+    /// the dense backend, which matters with SciFact's ~800 training
+    /// queries: from a random start the q-net must first learn text
+    /// matching itself.
+    Dense,
 }
 
 /// Standard deviations of the normal distributions that initialise a new
@@ -85,6 +106,7 @@ impl Default for HypencoderConfig {
             residual: true,
             layer_norm_eps: 1e-5,
             init: InitScale::default(),
+            start: Start::Random,
         }
     }
 }

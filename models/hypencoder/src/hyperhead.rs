@@ -297,7 +297,11 @@ impl HyperHeads {
         let mut vector_std = vec![0.0; l];
         vector_std.push(base);
         let vectors = HeadGroup::init(&mut rng, cfg, l + 1, 1, &vector_std)?;
-        Ok(Self { matrices, vectors })
+        let heads = Self { matrices, vectors };
+        match cfg.start {
+            crate::config::Start::Random => Ok(heads),
+            crate::config::Start::Dense => crate::warm_start::dense(heads, cfg),
+        }
     }
 
     /// The q-net parameters of every query in `queries`.

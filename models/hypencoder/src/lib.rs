@@ -46,8 +46,9 @@ mod qnet;
 mod rng;
 pub mod scoring;
 pub mod train;
+mod warm_start;
 
-pub use config::{HypencoderConfig, InitScale, MINILM_HIDDEN_SIZE};
+pub use config::{HypencoderConfig, InitScale, Start, MINILM_HIDDEN_SIZE};
 pub use error::{HypencoderError, Result};
 pub use hyperhead::QueryStates;
 pub use model::{Hypencoder, CONFIG_FILE, WEIGHTS_FILE};

@@ -49,21 +49,8 @@ impl QNets {
     /// [`BLOCK_ROWS`], to tune the block size on another machine.
     pub fn score_blocked(&self, docs: &Tensor, block_rows: usize) -> Result<Vec<Vec<f32>>> {
         let n = self.check_docs(docs)?;
-        let block_rows = block_rows.max(1);
-        let nets = self.per_query()?;
-        let _span = tracing::debug_span!("qnet_score", queries = nets.len(), docs = n).entered();
-        let mut scores: Vec<Vec<f32>> = vec![Vec::with_capacity(n); nets.len()];
         let docs = docs.detach();
-        let mut start = 0;
-        while start < n {
-            let len = block_rows.min(n - start);
-            let block = docs.narrow(0, start, len)?;
-            for (net, out) in nets.iter().zip(&mut scores) {
-                out.extend(self.score_block(net, &block)?);
-            }
-            start += len;
-        }
-        Ok(scores)
+        self.score_each_block(n, block_rows, |start, len| Ok(docs.narrow(0, start, len)?))
     }
 
     /// Scores of the documents at `rows` of `docs` (`(N, h)` f32) under each
@@ -81,6 +68,85 @@ impl QNets {
         }
         let index = Tensor::from_slice(rows, rows.len(), docs.device())?;
         self.score(&docs.detach().index_select(&index, 0)?)
+    }
+
+    /// [`QNets::score`] over documents held in a plain row-major slice
+    /// (`n × h` f32, `rows.len()` a multiple of `h`), as an index keeps them:
+    /// each block of at most [`BLOCK_ROWS`] rows is copied into a tensor of
+    /// its own, so the caller never builds one `n × h` tensor (a second copy
+    /// of its whole matrix). The copy is ~0.1% of a block's work.
+    pub fn score_slice(&self, rows: &[f32]) -> Result<Vec<Vec<f32>>> {
+        let n = self.check_slice(rows)?;
+        let h = self.width();
+        let device = self.output.device().clone();
+        self.score_each_block(n, BLOCK_ROWS, |start, len| {
+            Ok(Tensor::from_slice(
+                &rows[start * h..(start + len) * h],
+                (len, h),
+                &device,
+            )?)
+        })
+    }
+
+    /// Scores of the rows `which` of `rows` (row-major `n × h` f32) under
+    /// each q-net, in the order of `which`: [`QNets::score_rows`] for a plain
+    /// slice. The chosen rows are packed block by block, so memory stays at
+    /// one block whatever `which` holds. This is what graph search calls once
+    /// per round with that round's candidates.
+    pub fn score_gathered(&self, rows: &[f32], which: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let n = self.check_slice(rows)?;
+        if let Some(&bad) = which.iter().find(|&&r| r as usize >= n) {
+            return Err(HypencoderError::InvalidInput(format!(
+                "row {bad} out of {n} documents"
+            )));
+        }
+        let h = self.width();
+        let device = self.output.device().clone();
+        self.score_each_block(which.len(), BLOCK_ROWS, |start, len| {
+            let mut block = Vec::with_capacity(len * h);
+            for &r in &which[start..start + len] {
+                let r = r as usize;
+                block.extend_from_slice(&rows[r * h..(r + 1) * h]);
+            }
+            Ok(Tensor::from_vec(block, (len, h), &device)?)
+        })
+    }
+
+    /// Runs every q-net over `n` documents, `block_rows` at a time, where
+    /// `block(start, len)` yields documents `start..start + len` as a
+    /// `(len, h)` tensor.
+    fn score_each_block(
+        &self,
+        n: usize,
+        block_rows: usize,
+        mut block: impl FnMut(usize, usize) -> Result<Tensor>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let block_rows = block_rows.max(1);
+        let nets = self.per_query()?;
+        let _span = tracing::debug_span!("qnet_score", queries = nets.len(), docs = n).entered();
+        let mut scores: Vec<Vec<f32>> = vec![Vec::with_capacity(n); nets.len()];
+        let mut start = 0;
+        while start < n {
+            let len = block_rows.min(n - start);
+            let docs = block(start, len)?;
+            for (net, out) in nets.iter().zip(&mut scores) {
+                out.extend(self.score_block(net, &docs)?);
+            }
+            start += len;
+        }
+        Ok(scores)
+    }
+
+    /// The number of `h`-wide rows in `rows`.
+    fn check_slice(&self, rows: &[f32]) -> Result<usize> {
+        let h = self.width();
+        if h == 0 || rows.len() % h != 0 {
+            return Err(HypencoderError::InvalidInput(format!(
+                "document slice of {} floats is not a whole number of {h}-wide rows",
+                rows.len()
+            )));
+        }
+        Ok(rows.len() / h)
     }
 
     fn check_docs(&self, docs: &Tensor) -> Result<usize> {
@@ -199,5 +265,72 @@ impl InplaceOp3 for Epilogue {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use crate::{Hypencoder, HypencoderConfig, QNets, QueryStates};
+
+    const H: usize = 16;
+
+    /// Three q-nets and `n` documents, more than two blocks' worth.
+    fn setup(n: usize) -> (QNets, Vec<f32>, Tensor) {
+        let model = Hypencoder::new(HypencoderConfig::new(H, 2), 3).unwrap();
+        let dev = Device::Cpu;
+        let states = Tensor::randn(0f32, 0.5, (3, 4, H), &dev).unwrap();
+        let mask = Tensor::ones((3, 4), DType::F32, &dev).unwrap();
+        let qnets = model
+            .generate(&QueryStates::new(states, mask).unwrap())
+            .unwrap();
+        let docs = Tensor::randn(0f32, 0.3, (n, H), &dev).unwrap();
+        let flat = docs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (qnets, flat, docs)
+    }
+
+    fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.len(), y.len());
+            for (u, v) in x.iter().zip(y) {
+                assert!((u - v).abs() <= 1e-4 * (1.0 + v.abs()), "{u} vs {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn score_slice_matches_score() {
+        let n = 2 * super::BLOCK_ROWS + 77;
+        let (qnets, flat, docs) = setup(n);
+        assert_close(
+            &qnets.score_slice(&flat).unwrap(),
+            &qnets.score(&docs).unwrap(),
+        );
+    }
+
+    #[test]
+    fn score_gathered_matches_score_in_the_order_given() {
+        let n = 2 * super::BLOCK_ROWS + 77;
+        let (qnets, flat, docs) = setup(n);
+        let all = qnets.score(&docs).unwrap();
+        // More rows than one block, repeats and any order.
+        let which: Vec<u32> = (0..1300u32).map(|i| (i * 7919) % n as u32).collect();
+        let expected: Vec<Vec<f32>> = all
+            .iter()
+            .map(|q| which.iter().map(|&r| q[r as usize]).collect())
+            .collect();
+        assert_close(&qnets.score_gathered(&flat, &which).unwrap(), &expected);
+        let empty = qnets.score_gathered(&flat, &[]).unwrap();
+        assert!(empty.len() == 3 && empty.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn slices_of_the_wrong_shape_are_rejected() {
+        let (qnets, flat, _) = setup(10);
+        assert!(qnets.score_slice(&flat[..H + 1]).is_err());
+        assert!(qnets.score_gathered(&flat, &[10]).is_err());
+        assert!(qnets.score_gathered(&flat[..3], &[0]).is_err());
     }
 }

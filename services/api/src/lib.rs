@@ -20,13 +20,39 @@ pub struct SearchRequest {
     /// Number of hits, 1..=1000. Default from config.
     #[serde(default)]
     pub k: Option<usize>,
-    /// Backends to query (`bm25`, `dense`). One backend means that backend
+    /// Backends to query (`bm25`, `dense`, `hypencoder`). One backend means that backend
     /// alone; several are fused. Default from config.
     #[serde(default)]
     pub backends: Option<Vec<String>>,
     /// How to fuse several backends. Default from config.
     #[serde(default)]
     pub fusion: Option<FusionRequest>,
+    /// How the `hypencoder` backend searches. Default from config.
+    #[serde(default)]
+    pub hypencoder: Option<HypencoderRequest>,
+}
+
+/// Per-request settings of the `hypencoder` backend.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HypencoderRequest {
+    /// `exhaustive` (every document), `graph` (the neighbour-graph walk) or
+    /// `auto` (exhaustive for small collections).
+    #[serde(default)]
+    pub search: Option<String>,
+    /// Graph search: random entry documents (`C`).
+    #[serde(default)]
+    pub entry_points: Option<usize>,
+    /// Graph search: best candidates expanded per round (`nCand`).
+    #[serde(default)]
+    pub candidates: Option<usize>,
+    /// Graph search: round limit (`maxIter`).
+    #[serde(default)]
+    pub max_rounds: Option<usize>,
+    /// Graph search: seed of the entry-point draw (default: fixed, so the
+    /// same query gives the same results).
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 /// Fusion of several backends' rankings.

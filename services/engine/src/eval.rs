@@ -72,11 +72,31 @@ pub fn mrr(ranked: &[String], judged: &HashMap<String, i32>, k: usize) -> f64 {
         .map_or(0.0, |p| 1.0 / (p + 1) as f64)
 }
 
-/// Methods `mnemos eval` knows: the backends and the two fusions.
-pub const METHODS: &[&str] = &["bm25", "dense", "rrf", "linear"];
-
 fn ids(hits: &[Hit]) -> Vec<String> {
     hits.iter().map(|h| h.id.clone()).collect()
+}
+
+/// What `mnemos eval` can score: each backend alone, the BM25 + dense
+/// fusions, and the fusions of all three backends (`rrf3`, `linear3`).
+pub const METHODS: &[&str] = &[
+    "bm25",
+    "dense",
+    "hypencoder",
+    "rrf",
+    "linear",
+    "rrf3",
+    "linear3",
+];
+
+/// The backends a method reads.
+fn backends_of(method: &str) -> &'static [Backend] {
+    match method {
+        "bm25" => &[Backend::Bm25],
+        "dense" => &[Backend::Dense],
+        "hypencoder" => &[Backend::Hypencoder],
+        "rrf" | "linear" => &[Backend::Bm25, Backend::Dense],
+        _ => &Backend::ALL,
+    }
 }
 
 /// Runs every judged query of `split` against the engine and scores each
@@ -97,13 +117,20 @@ pub async fn evaluate(
     }
     let queries = read_queries(&beir_dir.join("queries.jsonl"))?;
     let qrels: Qrels = read_qrels(&beir_dir.join("qrels").join(format!("{split}.tsv")))?;
-    let needs = |b: &str| {
-        methods
-            .iter()
-            .any(|m| m == b || m == "rrf" || m == "linear")
-    };
-    let want_bm25 = needs("bm25");
-    let want_dense = needs("dense");
+    let mut wanted: Vec<Backend> = methods
+        .iter()
+        .flat_map(|m| backends_of(m).iter().copied())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    for b in &wanted {
+        if !engine.backend_enabled(*b) {
+            return Err(EngineError::InvalidArgument(format!(
+                "backend `{}` is disabled on this server",
+                b.name()
+            )));
+        }
+    }
     let s = &engine.settings().search;
     let depth = s.fusion_depth.max(100);
 
@@ -116,38 +143,35 @@ pub async fn evaluate(
             continue;
         };
         n += 1;
-        let bm25 = if want_bm25 {
-            engine.backend_hits(Backend::Bm25, text, depth).await?
-        } else {
-            Vec::new()
+        let mut lists: Vec<Ranked<'static>> = Vec::new();
+        for &b in &wanted {
+            lists.push(Ranked {
+                backend: b.name(),
+                hits: engine.backend_hits(b, text, depth).await?,
+            });
+        }
+        let pick = |m: &str| -> Vec<Ranked<'static>> {
+            let names: Vec<&str> = backends_of(m).iter().map(|b| b.name()).collect();
+            lists
+                .iter()
+                .filter(|l| names.contains(&l.backend))
+                .cloned()
+                .collect()
         };
-        let dense = if want_dense {
-            engine.backend_hits(Backend::Dense, text, depth).await?
-        } else {
-            Vec::new()
-        };
-        let lists = [
-            Ranked {
-                backend: "bm25",
-                hits: bm25.clone(),
-            },
-            Ranked {
-                backend: "dense",
-                hits: dense.clone(),
-            },
-        ];
         for m in methods {
+            let chosen = pick(m);
             let ranked = match m.as_str() {
-                "bm25" => ids(&bm25),
-                "dense" => ids(&dense),
-                "rrf" => fuse_rrf(&lists, s.rrf_k, 100)
+                "rrf" | "rrf3" => fuse_rrf(&chosen, s.rrf_k, 100)
                     .into_iter()
                     .map(|h| h.id)
                     .collect(),
-                _ => fuse_linear(&lists, &s.linear_weights, s.normalization, 100)
-                    .into_iter()
-                    .map(|h| h.id)
-                    .collect(),
+                "linear" | "linear3" => {
+                    fuse_linear(&chosen, &s.linear_weights, s.normalization, 100)
+                        .into_iter()
+                        .map(|h| h.id)
+                        .collect()
+                }
+                _ => ids(&chosen[0].hits),
             };
             let e = sums.entry(m.clone()).or_default();
             e.ndcg_10 += ndcg(&ranked, judgments, 10);

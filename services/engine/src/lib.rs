@@ -13,6 +13,7 @@ pub mod beir;
 mod embed;
 pub mod eval;
 pub mod fusion;
+pub mod hypencoder;
 mod images;
 mod open;
 mod search;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use embed::{EmbedPool, EmbedStats};
+pub use hypencoder::{HypencoderBackend, HypencoderMode};
 pub use images::ImagePool;
 pub use open::{hnsw_params, Loaded};
 pub use visual::Visual;
@@ -67,15 +69,17 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 pub enum Backend {
     Bm25,
     Dense,
+    Hypencoder,
 }
 
 impl Backend {
-    pub const ALL: [Backend; 2] = [Backend::Bm25, Backend::Dense];
+    pub const ALL: [Backend; 3] = [Backend::Bm25, Backend::Dense, Backend::Hypencoder];
 
     pub fn name(self) -> &'static str {
         match self {
             Backend::Bm25 => "bm25",
             Backend::Dense => "dense",
+            Backend::Hypencoder => "hypencoder",
         }
     }
 
@@ -83,8 +87,9 @@ impl Backend {
         match name {
             "bm25" => Ok(Backend::Bm25),
             "dense" => Ok(Backend::Dense),
+            "hypencoder" => Ok(Backend::Hypencoder),
             other => Err(EngineError::InvalidArgument(format!(
-                "unknown backend `{other}` (known: bm25, dense)"
+                "unknown backend `{other}` (known: bm25, dense, hypencoder)"
             ))),
         }
     }
@@ -102,6 +107,8 @@ pub struct Engine {
     store: Arc<Store>,
     bm25: Option<Arc<Bm25Index>>,
     dense: Option<Arc<Dense>>,
+    /// The Hypencoder over the dense backend's vectors, when enabled.
+    hypencoder: Option<Arc<HypencoderBackend>>,
     /// The visual memory (`/v1/visual/*`), when enabled.
     visual: Option<Arc<Visual>>,
     /// Serialises the apply-to-indexes step so indexes see writes in the
@@ -127,6 +134,7 @@ impl Engine {
         match b {
             Backend::Bm25 => self.bm25.is_some(),
             Backend::Dense => self.dense.is_some(),
+            Backend::Hypencoder => self.hypencoder.is_some(),
         }
     }
 
@@ -139,6 +147,9 @@ impl Engine {
         }
         if let Some(d) = &self.dense {
             out.push((Backend::Dense, IndexRead::<[f32]>::len(&d.index)));
+        }
+        if let Some(h) = &self.hypencoder {
+            out.push((Backend::Hypencoder, h.index.len()));
         }
         out
     }
@@ -165,6 +176,9 @@ impl Engine {
         }
         if let Some(d) = &self.dense {
             IndexWrite::<[f32]>::persist(&d.index)?;
+        }
+        if let Some(h) = &self.hypencoder {
+            IndexWrite::<[f32]>::persist(&h.index)?;
         }
         Ok(())
     }

@@ -17,8 +17,12 @@ use mnemos_text::{EncoderOptions, MiniLmEncoder};
 
 use mnemos_vision::{EncoderOptions as ImageEncoderOptions, ImageEncoder, ImageLimits};
 
+use mnemos_hypencoder::Hypencoder;
+use mnemos_hypencoder_index::{GraphParams, HypencoderIndex};
+
 use crate::{
-    blocking, dense_text, Dense, EmbedPool, Engine, EngineError, ImagePool, Result, Visual,
+    blocking, dense_text, Dense, EmbedPool, Engine, EngineError, HypencoderBackend, ImagePool,
+    Result, Visual,
 };
 
 /// What start-up did, for the log.
@@ -27,6 +31,7 @@ pub struct Loaded {
     pub documents: usize,
     pub reindexed_bm25: usize,
     pub reembedded: usize,
+    pub reindexed_hypencoder: usize,
     pub removed_stale: usize,
     pub seconds: f64,
 }
@@ -78,13 +83,14 @@ impl Engine {
             None
         };
 
+        let mut text_encoder = None;
         let dense = if settings.dense.enabled {
             let model_dir = settings.dense.model_dir.clone();
             let opts = EncoderOptions {
                 max_tokens: settings.dense.max_tokens,
                 ..EncoderOptions::default()
             };
-            let encoder: Arc<dyn Encoder> = Arc::new(
+            let minilm = Arc::new(
                 blocking(move || {
                     MiniLmEncoder::load(&model_dir, opts).map_err(|e| {
                         EngineError::Unavailable(format!(
@@ -95,6 +101,8 @@ impl Engine {
                 })
                 .await?,
             );
+            text_encoder = Some(Arc::clone(&minilm));
+            let encoder: Arc<dyn Encoder> = minilm;
             let dim = encoder.dim();
             let params = hnsw_params(&settings.hnsw);
             let dir = data_dir.join("dense");
@@ -110,6 +118,13 @@ impl Engine {
             None
         };
 
+        let hypencoder = match (&text_encoder, settings.hypencoder.enabled) {
+            (Some(encoder), true) => Some(Arc::new(
+                open_hypencoder(&settings, &data_dir, encoder).await?,
+            )),
+            _ => None,
+        };
+
         let visual = if settings.visual.enabled {
             Some(Arc::new(open_visual(&settings, &data_dir).await?))
         } else {
@@ -121,6 +136,7 @@ impl Engine {
             store,
             bm25,
             dense,
+            hypencoder,
             visual,
             write_lock: tokio::sync::Mutex::new(()),
             data_dir,
@@ -188,8 +204,97 @@ impl Engine {
                 IndexWrite::<[f32]>::persist(&dense.index)?;
             }
         }
+        if let Some(h) = &self.hypencoder {
+            self.reconcile_hypencoder(h, &truth, &mut loaded).await?;
+        }
         Ok(loaded)
     }
+
+    /// The Hypencoder index against the store. Vectors come from the dense
+    /// index, reconciled just before, so nothing is encoded twice; only a
+    /// document the dense index lacks at the right version is re-encoded.
+    async fn reconcile_hypencoder(
+        &self,
+        h: &HypencoderBackend,
+        truth: &HashMap<String, Seq>,
+        loaded: &mut Loaded,
+    ) -> Result<()> {
+        let have = h.index.indexed_versions()?;
+        let (todo, extra) = diff(truth, &have);
+        let extra_ids: Vec<&str> = extra.iter().map(String::as_str).collect();
+        IndexWrite::<[f32]>::remove(&h.index, &extra_ids)?;
+        loaded.removed_stale += extra.len();
+        let dense = self.dense.as_ref().ok_or_else(|| {
+            EngineError::Internal("the hypencoder runs only with the dense backend".into())
+        })?;
+        for ids in todo.chunks(1024) {
+            let mut entries: Vec<(String, Seq, Vec<f32>)> = Vec::with_capacity(ids.len());
+            let mut missing = Vec::new();
+            for id in ids {
+                let seq = truth[id];
+                match dense.index.get_vector(id) {
+                    Some(v) if dense.index.seq_of(id) == Some(seq) => {
+                        entries.push((id.clone(), seq, v))
+                    }
+                    _ => missing.push(id.clone()),
+                }
+            }
+            let docs: Vec<(Arc<Document>, Seq)> =
+                missing.iter().filter_map(|id| self.store.get(id)).collect();
+            let texts = docs
+                .iter()
+                .map(|(d, _)| dense_text(&d.title, &d.text))
+                .collect();
+            for ((d, seq), v) in docs.iter().zip(dense.pool.embed(texts).await?) {
+                entries.push((d.id.clone(), *seq, v));
+            }
+            let refs: Vec<(&str, Seq, &[f32])> = entries
+                .iter()
+                .map(|(id, seq, v)| (id.as_str(), *seq, v.as_slice()))
+                .collect();
+            h.index.upsert(&refs)?;
+            loaded.reindexed_hypencoder += refs.len();
+        }
+        if loaded.reindexed_hypencoder > 0 || !extra.is_empty() {
+            IndexWrite::<[f32]>::persist(&h.index)?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads the trained hyperheads and opens the Hypencoder index.
+async fn open_hypencoder(
+    settings: &Settings,
+    data_dir: &std::path::Path,
+    encoder: &Arc<MiniLmEncoder>,
+) -> Result<HypencoderBackend> {
+    let s = settings.hypencoder.clone();
+    let dim = encoder.dim();
+    let model_dir = s.model_dir.clone();
+    let model = blocking(move || {
+        let model = Hypencoder::load(&model_dir).map_err(|e| {
+            EngineError::Unavailable(format!(
+                "cannot load the hypencoder from {}: {e} (train one with `mnemos train \
+                 hypencoder`, or set hypencoder.enabled = false)",
+                model_dir.display()
+            ))
+        })?;
+        if model.config().hidden_size != dim {
+            return Err(EngineError::Unavailable(format!(
+                "the hypencoder in {} is {} wide but the dense encoder gives {dim}-d vectors",
+                model_dir.display(),
+                model.config().hidden_size
+            )));
+        }
+        Ok(model)
+    })
+    .await?;
+    let dir = data_dir.join("hypencoder");
+    let params = GraphParams {
+        neighbors: s.neighbors,
+    };
+    let index = blocking(move || Ok(HypencoderIndex::open(&dir, dim, params)?)).await?;
+    Ok(HypencoderBackend::new(Arc::clone(encoder), model, index, s))
 }
 
 /// Loads the image encoder (unless the memory takes embeddings only) and

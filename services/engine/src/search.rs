@@ -10,7 +10,7 @@ use mnemos_config::{FusionMethod, Normalization};
 use mnemos_index_core::{Hit, IndexRead};
 
 use crate::fusion::{fuse_linear, fuse_rrf, FusedHit, Ranked};
-use crate::{Backend, Engine, EngineError, Result};
+use crate::{Backend, Engine, EngineError, HypencoderMode, Result};
 
 /// Largest `k` a search may ask for.
 pub const MAX_K: usize = 1000;
@@ -24,6 +24,8 @@ pub struct SearchPlan {
     pub k: usize,
     pub backends: Vec<Backend>,
     pub fusion: Fusion,
+    /// How the `hypencoder` backend searches, when it is among `backends`.
+    pub hypencoder: Option<HypencoderMode>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,11 +112,18 @@ impl Engine {
                 }
             }
         };
+        let hypencoder = match &self.hypencoder {
+            Some(h) if backends.contains(&Backend::Hypencoder) => {
+                Some(h.mode(req.hypencoder.as_ref())?)
+            }
+            _ => None,
+        };
         Ok(SearchPlan {
             query: req.query.clone(),
             k,
             backends,
             fusion,
+            hypencoder,
         })
     }
 
@@ -129,12 +138,25 @@ impl Engine {
         })
     }
 
-    /// One backend's ranked list, with ids the store no longer holds dropped.
+    /// One backend's ranked list, with ids the store no longer holds
+    /// dropped; the `hypencoder` backend searches as configured.
     pub async fn backend_hits(
         &self,
         backend: Backend,
         query: &str,
         depth: usize,
+    ) -> Result<Vec<Hit>> {
+        self.backend_hits_with(backend, query, depth, None).await
+    }
+
+    /// [`Engine::backend_hits`] with the `hypencoder` backend's search mode
+    /// (`None`: the configured default).
+    pub async fn backend_hits_with(
+        &self,
+        backend: Backend,
+        query: &str,
+        depth: usize,
+        mode: Option<&HypencoderMode>,
     ) -> Result<Vec<Hit>> {
         let hits = match backend {
             Backend::Bm25 => {
@@ -153,6 +175,14 @@ impl Engine {
                 tokio::task::spawn_blocking(move || dense.index.search(qv.as_slice(), depth))
                     .await
                     .map_err(|e| EngineError::Internal(format!("dense search task: {e}")))??
+            }
+            Backend::Hypencoder => {
+                let h = self.hypencoder.as_ref().ok_or_else(|| disabled(backend))?;
+                let mode = match mode {
+                    Some(m) => m.clone(),
+                    None => h.mode(None)?,
+                };
+                h.search(query.to_string(), depth, mode).await?
             }
         };
         // The store is the authority on what exists: an index that lags can
@@ -220,7 +250,9 @@ async fn futures_join<'p>(
     depth: usize,
 ) -> Result<Vec<Ranked<'p>>> {
     let search = |b: Backend| async move {
-        let hits = engine.backend_hits(b, &plan.query, depth).await?;
+        let hits = engine
+            .backend_hits_with(b, &plan.query, depth, plan.hypencoder.as_ref())
+            .await?;
         Ok::<_, EngineError>(Ranked {
             backend: b.name(),
             hits,
@@ -232,8 +264,12 @@ async fn futures_join<'p>(
             let (x, y) = tokio::join!(search(*a), search(*b));
             Ok(vec![x?, y?])
         }
+        [a, b, c] => {
+            let (x, y, z) = tokio::join!(search(*a), search(*b), search(*c));
+            Ok(vec![x?, y?, z?])
+        }
         more => Err(EngineError::Internal(format!(
-            "a plan names {} backends; at most 2 exist",
+            "a plan names {} backends; at most 3 exist",
             more.len()
         ))),
     }

@@ -20,6 +20,7 @@ pub struct UpsertTimings {
     pub embed_s: f64,
     pub store_s: f64,
     pub bm25_s: f64,
+    /// The dense HNSW index and the Hypencoder index together.
     pub hnsw_s: f64,
 }
 
@@ -89,6 +90,7 @@ impl Engine {
         if let (Some(dense), Some(vectors)) = (&self.dense, vectors) {
             let started = Instant::now();
             let dense = Arc::clone(dense);
+            let hypencoder = self.hypencoder.clone();
             let docs = Arc::clone(&docs);
             blocking(move || {
                 let entries: Vec<(&str, Seq, &[f32])> = docs
@@ -96,7 +98,13 @@ impl Engine {
                     .zip(&vectors)
                     .map(|(d, v)| (d.id.as_str(), seq, v.as_slice()))
                     .collect();
-                Ok(dense.index.upsert(&entries)?)
+                dense.index.upsert(&entries)?;
+                // The same vectors: the Hypencoder scores the dense
+                // encoder's document vectors.
+                if let Some(h) = hypencoder {
+                    h.index.upsert(&entries)?;
+                }
+                Ok(())
             })
             .await?;
             t.hnsw_s = started.elapsed().as_secs_f64();
@@ -128,6 +136,7 @@ impl Engine {
         if !removed.is_empty() {
             let bm25 = self.bm25.clone();
             let dense = self.dense.clone();
+            let hypencoder = self.hypencoder.clone();
             let gone = removed.clone();
             blocking(move || {
                 let ids: Vec<&str> = gone.iter().map(String::as_str).collect();
@@ -136,6 +145,9 @@ impl Engine {
                 }
                 if let Some(d) = dense {
                     IndexWrite::<[f32]>::remove(&d.index, &ids)?;
+                }
+                if let Some(h) = hypencoder {
+                    IndexWrite::<[f32]>::remove(&h.index, &ids)?;
                 }
                 Ok(())
             })

@@ -32,6 +32,60 @@ pub enum Command {
     /// accuracy per aggregation and k, a linear probe, unlearning a class,
     /// pruning.
     EvalVisual(EvalVisualArgs),
+    /// Train a model (see `mnemos train --help`).
+    #[command(subcommand)]
+    Train(TrainCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Train the Hypencoder's hyperheads on a BEIR collection's training
+    /// qrels (never the test qrels), with BM25 + dense hard negatives and a
+    /// BM25 + dense ensemble teacher; saves `config.json`,
+    /// `model.safetensors` (f16) and `training.json` to `--out`.
+    Hypencoder(TrainHypencoderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainHypencoderArgs {
+    /// The BEIR collection (reads corpus, queries and qrels/train.tsv).
+    #[arg(long, default_value = "../shared/data/beir/scifact")]
+    pub beir: PathBuf,
+    /// Where the trained model goes (config `hypencoder.model_dir`).
+    #[arg(long, default_value = "models/weights/hypencoder-scifact")]
+    pub out: PathBuf,
+    /// Keep the encoded corpus and queries here between runs.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    #[arg(long, default_value_t = 12)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Hard negatives per query and step.
+    #[arg(long, default_value_t = 7)]
+    pub negatives: usize,
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// Weight of the MarginMSE (teacher) loss; 0 trains on in-batch
+    /// cross-entropy alone.
+    #[arg(long, default_value_t = 1.0)]
+    pub margin_mse_weight: f64,
+    /// Hidden layers of the q-nets.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Start from random q-nets (the paper) instead of the dense warm start.
+    #[arg(long)]
+    pub random_start: bool,
+    /// Stop after this many epochs without a better dev nDCG@10.
+    #[arg(long, default_value_t = 3)]
+    pub patience: usize,
+    #[arg(long, default_value_t = 17)]
+    pub seed: u64,
+    /// Threads for encoding and training (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -79,8 +133,13 @@ pub struct EvalArgs {
     /// A BEIR collection directory.
     #[arg(long)]
     pub beir: PathBuf,
-    /// Methods to score: any of bm25, dense, rrf, linear.
-    #[arg(long, value_delimiter = ',', default_value = "bm25,dense,rrf,linear")]
+    /// Methods to score: any of bm25, dense, hypencoder, rrf and linear
+    /// (BM25 + dense fused), rrf3 and linear3 (all three fused).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "bm25,dense,hypencoder,rrf,linear,rrf3,linear3"
+    )]
     pub backends: Vec<String>,
     /// The qrels split (`qrels/<split>.tsv`).
     #[arg(long, default_value = "test")]
@@ -135,6 +194,7 @@ pub fn load_settings(
     }
     if common.no_dense {
         s.dense.enabled = false;
+        s.hypencoder.enabled = false;
         s.search.default_backends.retain(|b| b != "dense");
         if s.search.default_backends.is_empty() {
             s.search.default_backends.push("bm25".into());
@@ -150,6 +210,7 @@ pub fn load_settings(
     }
     s.dense.model_dir = resolve_model_dir(&s.dense.model_dir);
     s.visual.model_dir = resolve_model_dir(&s.visual.model_dir);
+    s.hypencoder.model_dir = resolve_model_dir(&s.hypencoder.model_dir);
     s.validate()?;
     Ok(s)
 }
@@ -185,6 +246,16 @@ pub fn check_model(s: &Settings) -> anyhow::Result<()> {
             "the image model is not installed at {}.\n  Run: scripts/install-models.sh\n  \
              (or set visual.model_dir, or pass --no-visual)",
             s.visual.model_dir.display()
+        );
+    }
+    if s.hypencoder.enabled
+        && s.dense.enabled
+        && !s.hypencoder.model_dir.join("model.safetensors").exists()
+    {
+        anyhow::bail!(
+            "no trained hypencoder at {}.\n  Run: mnemos train hypencoder --out DIR\n  \
+             (or set hypencoder.model_dir, or MNEMOS__HYPENCODER__ENABLED=false)",
+            s.hypencoder.model_dir.display()
         );
     }
     Ok(())

@@ -1,8 +1,8 @@
 //! `mnemos`: serve, ingest, eval.
 
 use clap::Parser;
-use mnemos_gateway::cli::{check_model, load_settings, Cli, Command};
-use mnemos_gateway::{eval_visual, serve};
+use mnemos_gateway::cli::{check_model, load_settings, Cli, Command, TrainCommand};
+use mnemos_gateway::{eval_visual, serve, train};
 
 /// The encoder allocates and frees large tensors on every layer; glibc's
 /// allocator hands such buffers back to the kernel and page-faults them in
@@ -15,8 +15,17 @@ fn main() -> std::process::ExitCode {
     // One thread per inference worker: two threads in one gemm were slower
     // than one on this class of machine (PITFALLS.md), and requests already
     // run in parallel across workers. Set before any thread pool starts.
+    let cli = Cli::parse();
+    // Training is one big computation at a time: it gets every core.
+    let threads = match &cli.command {
+        Command::Train(TrainCommand::Hypencoder(a)) => a
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .to_string(),
+        _ => "1".to_string(),
+    };
     for (key, value) in [
-        ("RAYON_NUM_THREADS", "1"),
+        ("RAYON_NUM_THREADS", threads.as_str()),
         ("TOKENIZERS_PARALLELISM", "false"),
     ] {
         if std::env::var_os(key).is_none() {
@@ -30,7 +39,6 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -63,7 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => {
             let mut s = load_settings(cli.config.as_ref(), &a.common, None)?;
             if a.common.no_dense {
-                let dense = ["dense", "rrf", "linear"];
+                let dense = ["dense", "hypencoder", "rrf", "linear", "rrf3", "linear3"];
                 if a.backends.iter().any(|m| dense.contains(&m.as_str())) {
                     anyhow::bail!("--no-dense allows only --backends bm25");
                 }
@@ -85,5 +93,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         }
         Command::EvalVisual(a) => eval_visual::run(cli.config.as_ref(), a),
+        Command::Train(TrainCommand::Hypencoder(a)) => {
+            let s = load_settings(cli.config.as_ref(), &a.common, None)?;
+            train::hypencoder(&s, a)
+        }
     }
 }

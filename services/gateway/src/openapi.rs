@@ -17,7 +17,8 @@ use crate::routes::{admin, health, search, visual};
         visual::classify, visual::upsert, visual::remove, visual::remove_class, visual::prune,
     ),
     components(schemas(
-        mnemos_api::SearchRequest, mnemos_api::FusionRequest, mnemos_api::SearchResponse,
+        mnemos_api::SearchRequest, mnemos_api::FusionRequest, mnemos_api::HypencoderRequest,
+        mnemos_api::SearchResponse,
         mnemos_api::SearchHit, mnemos_api::SourceScore, mnemos_api::UpsertRequest,
         mnemos_api::DocumentIn, mnemos_api::UpsertResponse, mnemos_api::RemoveResponse,
         mnemos_api::BatchRemoveRequest, mnemos_api::BatchRemoveResponse,

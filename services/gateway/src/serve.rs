@@ -107,6 +107,7 @@ async fn warm_up(engine: &Engine) -> Result<(), mnemos_engine::EngineError> {
         k: Some(1),
         backends: Some(engine.settings().search.default_backends.clone()),
         fusion: None,
+        hypencoder: None,
     };
     engine.search(&req).await.map(|_| ())
 }

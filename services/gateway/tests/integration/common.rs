@@ -43,6 +43,26 @@ pub fn vision_dir() -> Option<PathBuf> {
     }
 }
 
+/// The committed, trained Hypencoder, or `None` (hypencoder tests then skip
+/// and say so).
+pub fn hypencoder_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("MNEMOS_HYPENCODER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/trained/hypencoder-scifact")
+        });
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "note: no trained hypencoder at {}; skipping hypencoder tests",
+            dir.display()
+        );
+        None
+    }
+}
+
 pub fn docs_json(docs: &[(&str, &str, &str)]) -> serde_json::Value {
     serde_json::json!({
         "documents": docs

@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod hypencoder;
 mod process;
 mod router;
 mod visual;

@@ -11,15 +11,18 @@ use mnemos_engine::Engine;
 use mnemos_gateway::{app, AppState};
 use tower::ServiceExt;
 
-use crate::common::{docs_json, hit_ids, model_dir, TOKEN};
+use crate::common::{docs_json, hit_ids, hypencoder_dir, model_dir, TOKEN};
 
-struct Harness {
-    app: axum::Router,
-    dense: bool,
+pub(crate) struct Harness {
+    pub app: axum::Router,
+    pub dense: bool,
+    /// The hypencoder backend is on (dense model and trained hyperheads
+    /// installed).
+    pub hypencoder: bool,
     _dir: tempfile::TempDir,
 }
 
-async fn harness() -> Harness {
+pub(crate) async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Loader::new().build().unwrap();
     s.server.data_dir = dir.path().to_path_buf();
@@ -37,6 +40,16 @@ async fn harness() -> Harness {
         }
     };
     s.visual.enabled = false;
+    let hypencoder = match hypencoder_dir() {
+        Some(d) if dense => {
+            s.hypencoder.model_dir = d;
+            true
+        }
+        _ => {
+            s.hypencoder.enabled = false;
+            false
+        }
+    };
     let state = Arc::new(AppState::new(&s));
     let (engine, _) = Engine::open(s).await.unwrap();
     state.set_engine(Arc::new(engine));
@@ -44,11 +57,12 @@ async fn harness() -> Harness {
     Harness {
         app: app(state),
         dense,
+        hypencoder,
         _dir: dir,
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &axum::Router,
     method: &str,
     uri: &str,
@@ -79,7 +93,7 @@ fn search_body(query: &str, backends: &[&str]) -> String {
     serde_json::json!({"query": query, "k": 5, "backends": backends}).to_string()
 }
 
-const DOCS: &[(&str, &str, &str)] = &[
+pub(crate) const DOCS: &[(&str, &str, &str)] = &[
     (
         "heart",
         "Heart attack",

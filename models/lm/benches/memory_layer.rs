@@ -1,0 +1,117 @@
+//! Criterion benches of one memory layer alone: time per token as the
+//! memory grows from N = 16k to 1M values (n = 128 … 1024; k = 32, H = 4,
+//! dim = 256, d_k = 128), for the product-key layer and Memory+, one token
+//! at a time (decoding) and 64 at a time (prefill / scoring); and a dense
+//! SwiGLU network with the same parameter count as each memory, one token
+//! at a time. Run by hand:
+//! `RAYON_NUM_THREADS=1 cargo bench -p mnemos-lm --bench memory_layer`.
+//! `examples/memory_scale.rs` prints the same figures as a table, faster.
+//!
+//! dim = 256 is the width of the models we train on CPU; d_k = 128 (not
+//! the paper's 256) because each token streams all `H·n·d_k` sub-key
+//! entries, the cost that grows with √N, and 128 halves it at this width.
+
+use std::time::Duration;
+
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mnemos_lm::{MemoryConfig, MemoryLayer, MemoryVariant, SwiGlu};
+
+/// As in the `mnemos` binary: freed tensor buffers are reused.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DIM: usize = 256;
+const SUB_KEYS: [usize; 4] = [128, 256, 512, 1024];
+
+/// N = n² as the issue names it.
+fn label(n: usize) -> &'static str {
+    match n {
+        128 => "N=16k",
+        256 => "N=65k",
+        512 => "N=262k",
+        _ => "N=1M",
+    }
+}
+
+fn config(n: usize, variant: MemoryVariant) -> MemoryConfig {
+    MemoryConfig {
+        layers: vec![0],
+        n_keys: n,
+        k: 32,
+        heads: 4,
+        key_dim: 128,
+        query_batch_norm: true,
+        variant,
+    }
+}
+
+/// Distinct random tokens, cycled, so value rows are not all cache hits.
+fn inputs(tokens: usize, count: usize) -> Vec<Tensor> {
+    (0..count)
+        .map(|_| Tensor::randn(0f32, 1.0, (tokens, DIM), &Device::Cpu).expect("input"))
+        .collect()
+}
+
+fn benches(c: &mut Criterion) {
+    let single = inputs(1, 256);
+    let batches = inputs(64, 8);
+    for variant in [MemoryVariant::Pkm, MemoryVariant::MemoryPlus] {
+        let name = match variant {
+            MemoryVariant::Pkm => "pkm",
+            MemoryVariant::MemoryPlus => "memory_plus",
+        };
+        let mut group = c.benchmark_group(format!("{name}_per_token"));
+        group
+            .sample_size(20)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        for n in SUB_KEYS {
+            let layer = MemoryLayer::new(DIM, &config(n, variant), 1).expect("layer");
+            let label = label(n);
+            group.throughput(Throughput::Elements(1));
+            let mut i = 0;
+            group.bench_function(BenchmarkId::new("T=1", label), |b| {
+                b.iter(|| {
+                    i += 1;
+                    layer.forward(&single[i % single.len()]).expect("forward")
+                })
+            });
+            if variant == MemoryVariant::Pkm {
+                group.throughput(Throughput::Elements(64));
+                group.bench_function(BenchmarkId::new("T=64", label), |b| {
+                    b.iter(|| {
+                        i += 1;
+                        layer.forward(&batches[i % batches.len()]).expect("forward")
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+
+    // Dense SwiGLU networks of the same parameter count as each PKM layer
+    // (values, keys, query projection): at 1M values a 268M-parameter FFN.
+    let mut group = c.benchmark_group("dense_swiglu_same_params");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    for n in SUB_KEYS {
+        let params = config(n, MemoryVariant::Pkm).layer_parameters(DIM) + n * n * DIM;
+        let ffn = SwiGlu::new(DIM, params / (3 * DIM), 2).expect("ffn");
+        let label = label(n);
+        let mut i = 0;
+        group.bench_function(BenchmarkId::new("T=1", label), |b| {
+            b.iter(|| {
+                i += 1;
+                ffn.forward(&single[i % single.len()]).expect("forward")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(memory_layer, benches);
+criterion_main!(memory_layer);
