@@ -128,6 +128,16 @@ pub struct UpsertResponse {
     pub seq: u64,
 }
 
+/// `POST /v1/admin/hypencoder/rebuild-graph`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RebuildGraphResponse {
+    /// Documents in the rebuilt graph.
+    pub documents: usize,
+    /// Neighbour-list entries after the rebuild.
+    pub edges: usize,
+    pub took_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RemoveResponse {
     pub removed: bool,

@@ -114,6 +114,22 @@ impl HypencoderBackend {
     }
 }
 
+impl HypencoderBackend {
+    /// Recomputes every neighbour list exactly. Removals refill the lists
+    /// they touch from the removed document's own list, which is cheap but
+    /// approximate; after heavy churn this restores the exact 100-NN graph.
+    /// Searches continue meanwhile; writes wait. Returns (documents, edges).
+    pub async fn rebuild_graph(self: &Arc<Self>) -> Result<(usize, usize)> {
+        let me = Arc::clone(self);
+        blocking(move || {
+            me.index.rebuild_graph()?;
+            let stats = me.index.stats();
+            Ok((stats.live, stats.edges))
+        })
+        .await
+    }
+}
+
 fn model_error(e: mnemos_hypencoder::HypencoderError) -> EngineError {
     EngineError::Model(e.to_string())
 }

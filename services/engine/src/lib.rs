@@ -163,6 +163,17 @@ impl Engine {
         })
     }
 
+    /// The hypencoder backend, or 503 when it is off.
+    pub fn hypencoder(&self) -> Result<&Arc<HypencoderBackend>> {
+        self.hypencoder.as_ref().ok_or_else(|| {
+            EngineError::Unavailable(
+                "the hypencoder backend is disabled (hypencoder.enabled = false, or no dense \
+                 backend)"
+                    .into(),
+            )
+        })
+    }
+
     /// Encoder pool counters, if the dense backend is on.
     pub fn embed_stats(&self) -> Option<&EmbedStats> {
         self.dense.as_ref().map(|d| d.pool.stats())

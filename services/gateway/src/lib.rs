@@ -103,6 +103,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/admin/documents", post(admin::upsert))
         .route("/v1/admin/documents/delete", post(admin::remove_batch))
         .route(
+            "/v1/admin/hypencoder/rebuild-graph",
+            post(admin::rebuild_hypencoder_graph),
+        )
+        .route(
             "/v1/admin/documents/{id}",
             get(admin::get).delete(admin::remove),
         )

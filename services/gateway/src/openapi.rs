@@ -14,6 +14,7 @@ use crate::routes::{admin, health, search, visual};
         health::healthz, health::readyz, health::metrics, health::stats,
         search::search,
         admin::upsert, admin::get, admin::remove, admin::remove_batch,
+        admin::rebuild_hypencoder_graph,
         visual::classify, visual::upsert, visual::remove, visual::remove_class, visual::prune,
     ),
     components(schemas(
@@ -22,6 +23,7 @@ use crate::routes::{admin, health, search, visual};
         mnemos_api::SearchHit, mnemos_api::SourceScore, mnemos_api::UpsertRequest,
         mnemos_api::DocumentIn, mnemos_api::UpsertResponse, mnemos_api::RemoveResponse,
         mnemos_api::BatchRemoveRequest, mnemos_api::BatchRemoveResponse,
+        mnemos_api::RebuildGraphResponse,
         mnemos_api::DocumentOut, mnemos_api::StatsResponse, mnemos_api::ErrorResponse,
         mnemos_api::ErrorDetail, mnemos_api::VisualStats, mnemos_api::ClassifyRequest,
         mnemos_api::ClassifyResponse, mnemos_api::NeighborOut, mnemos_api::VisualItemIn,

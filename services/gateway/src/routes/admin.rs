@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use mnemos_api::{
-    BatchRemoveRequest, BatchRemoveResponse, DocumentOut, RemoveResponse, UpsertRequest,
-    UpsertResponse,
+    BatchRemoveRequest, BatchRemoveResponse, DocumentOut, RebuildGraphResponse, RemoveResponse,
+    UpsertRequest, UpsertResponse,
 };
 use mnemos_index_core::Document;
 
@@ -115,5 +115,28 @@ pub async fn remove_batch(
         removed: out.affected.len(),
         not_found,
         seq: out.seq,
+    }))
+}
+
+/// Rebuilds the hypencoder's neighbour graph exactly (removals only patch
+/// it). Takes about a minute per 100k documents on two cores; searches keep
+/// running on the old graph meanwhile, writes wait.
+#[utoipa::path(post, path = "/v1/admin/hypencoder/rebuild-graph",
+    security(("bearer" = [])), responses(
+    (status = 200, body = RebuildGraphResponse),
+    (status = 401, body = mnemos_api::ErrorResponse),
+    (status = 403, body = mnemos_api::ErrorResponse),
+    (status = 503, body = mnemos_api::ErrorResponse)))]
+pub async fn rebuild_hypencoder_graph(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<RebuildGraphResponse>, ApiError> {
+    auth::check_admin(&headers, state.admin_token.as_deref())?;
+    let started = std::time::Instant::now();
+    let (documents, edges) = state.require_ready()?.hypencoder()?.rebuild_graph().await?;
+    Ok(Json(RebuildGraphResponse {
+        documents,
+        edges,
+        took_ms: started.elapsed().as_secs_f64() * 1e3,
     }))
 }

@@ -92,6 +92,29 @@ async fn hypencoder_ranks_alone_and_fused_and_never_returns_removed_documents() 
     }
     let (_, stats) = call(&h.app, "GET", "/v1/stats", None, None).await;
     assert_eq!(stats["backends"]["hypencoder"], 2, "{stats}");
+
+    // An exact rebuild after the removal: admin only, then the same answers.
+    let rebuild = "/v1/admin/hypencoder/rebuild-graph";
+    let (st, _) = call(&h.app, "POST", rebuild, None, None).await;
+    assert!(
+        st == StatusCode::UNAUTHORIZED || st == StatusCode::FORBIDDEN,
+        "{st}"
+    );
+    let (st, body) = call(&h.app, "POST", rebuild, Some(TOKEN), None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["documents"], 2, "{body}");
+    assert_eq!(
+        body["edges"], 2,
+        "each of two documents lists the other: {body}"
+    );
+    for mode in modes() {
+        let resp = search(
+            &h.app,
+            json!({"query": query, "k": 3, "backends": ["hypencoder"], "hypencoder": mode}),
+        )
+        .await;
+        assert_eq!(hit_ids(&resp), ["mi", "tea"], "{mode}");
+    }
 }
 
 #[tokio::test]
