@@ -7,10 +7,12 @@
 //! (`dense.max_batch: invalid type ...`) instead of being silently ignored.
 
 mod hypencoder;
+mod lm;
 mod settings;
 mod visual;
 
 pub use hypencoder::{HypencoderSettings, HYPENCODER_SEARCHES};
+pub use lm::LmSettings;
 pub use settings::*;
 pub use visual::{VisualSettings, VISUAL_AGGREGATIONS};
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::hypencoder::HypencoderSettings;
+use crate::lm::LmSettings;
 use crate::visual::VisualSettings;
 use crate::{ConfigError, Result};
 
@@ -20,6 +21,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub visual: VisualSettings,
     pub hypencoder: HypencoderSettings,
+    pub lm: LmSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -322,6 +324,7 @@ impl Settings {
         }
         self.visual.validate()?;
         self.hypencoder.validate()?;
+        self.lm.validate()?;
         if !self.bm25.enabled && !self.dense.enabled {
             return Err(invalid(
                 "bm25.enabled",

@@ -2,8 +2,10 @@
 //! OpenAPI schemas. No logic lives here, so clients (the load-test harness,
 //! tests, other services) can depend on it without pulling in the engine.
 
+mod lm;
 mod visual;
 
+pub use lm::*;
 pub use visual::*;
 
 use std::collections::BTreeMap;

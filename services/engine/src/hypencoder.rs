@@ -19,7 +19,7 @@ use mnemos_index_core::Hit;
 use mnemos_text::MiniLmEncoder;
 use tokio::sync::Semaphore;
 
-use crate::{blocking, EngineError, Result};
+use crate::{blocking, EngineError, Pending, Result};
 
 /// How one search runs, resolved from the request and the config.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,15 +36,6 @@ pub struct HypencoderBackend {
     settings: HypencoderSettings,
     permits: Arc<Semaphore>,
     pending: Arc<AtomicUsize>,
-}
-
-/// Decrements the pending count when a job ends, however it ends.
-struct Pending(Arc<AtomicUsize>);
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl HypencoderBackend {

@@ -15,6 +15,7 @@ pub mod eval;
 pub mod fusion;
 pub mod hypencoder;
 mod images;
+pub mod lm;
 mod open;
 mod search;
 pub mod visual;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 pub use embed::{EmbedPool, EmbedStats};
 pub use hypencoder::{HypencoderBackend, HypencoderMode};
 pub use images::ImagePool;
+pub use lm::LmService;
 pub use open::{hnsw_params, Loaded};
 pub use visual::Visual;
 pub use write::{UpsertTimings, WriteOutcome};
@@ -109,6 +111,8 @@ pub struct Engine {
     dense: Option<Arc<Dense>>,
     /// The Hypencoder over the dense backend's vectors, when enabled.
     hypencoder: Option<Arc<HypencoderBackend>>,
+    /// The language models (`/v1/lm/*`), when enabled.
+    lm: Option<Arc<LmService>>,
     /// The visual memory (`/v1/visual/*`), when enabled.
     visual: Option<Arc<Visual>>,
     /// Serialises the apply-to-indexes step so indexes see writes in the
@@ -163,6 +167,13 @@ impl Engine {
         })
     }
 
+    /// The language-model service, or 503 when it is disabled.
+    pub fn lm(&self) -> Result<&Arc<LmService>> {
+        self.lm.as_ref().ok_or_else(|| {
+            EngineError::Unavailable("the language models are disabled (lm.enabled = false)".into())
+        })
+    }
+
     /// The hypencoder backend, or 503 when it is off.
     pub fn hypencoder(&self) -> Result<&Arc<HypencoderBackend>> {
         self.hypencoder.as_ref().ok_or_else(|| {
@@ -192,6 +203,17 @@ impl Engine {
             IndexWrite::<[f32]>::persist(&h.index)?;
         }
         Ok(())
+    }
+}
+
+/// An admitted request of a bounded queue (hypencoder, language models):
+/// decrements the shared pending count when the request ends, however it
+/// ends (success, error, or the client going away).
+pub(crate) struct Pending(pub(crate) Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

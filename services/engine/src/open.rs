@@ -125,6 +125,12 @@ impl Engine {
             _ => None,
         };
 
+        let lm = if settings.lm.enabled {
+            Some(Arc::new(crate::LmService::open(&settings.lm).await?))
+        } else {
+            None
+        };
+
         let visual = if settings.visual.enabled {
             Some(Arc::new(open_visual(&settings, &data_dir).await?))
         } else {
@@ -137,6 +143,7 @@ impl Engine {
             bm25,
             dense,
             hypencoder,
+            lm,
             visual,
             write_lock: tokio::sync::Mutex::new(()),
             data_dir,

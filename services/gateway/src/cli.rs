@@ -44,6 +44,61 @@ pub enum TrainCommand {
     /// BM25 + dense ensemble teacher; saves `config.json`,
     /// `model.safetensors` (f16) and `training.json` to `--out`.
     Hypencoder(TrainHypencoderArgs),
+    /// Train the language models of the memory-layer experiment on
+    /// WikiText-2 (its last 10% held out for validation) with one token
+    /// budget: `tiny-2l`, `tiny-4l`, `tiny-2l-pkm`, `tiny-2l-memplus`, or
+    /// `all` of them into `--out/<name>/` with a shared tokenizer; saves
+    /// `config.json`, `model.safetensors` (f16), `tokenizer.json` and
+    /// `training.json` (validation perplexity, training and generation
+    /// tokens/s).
+    Lm(TrainLmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainLmArgs {
+    /// `tiny-2l`, `tiny-4l`, `tiny-2l-pkm`, `tiny-2l-memplus` or `all`.
+    #[arg(long, value_parser = ["tiny-2l", "tiny-4l", "tiny-2l-pkm", "tiny-2l-memplus", "all"])]
+    pub model: String,
+    /// Where the model goes (with `all`, one directory per model inside).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training tokens per model, the same for every model.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub tokens: usize,
+    /// Tokens per training window.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Windows per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Vocabulary of the byte-level BPE tokenizer trained on the training
+    /// part.
+    #[arg(long, default_value_t = 4096, conflicts_with = "tokenizer")]
+    pub vocab: usize,
+    /// Reuse this `tokenizer.json` instead of training one (it should not
+    /// have seen the validation text).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// The Wikipedia text; its last 10% is the validation set.
+    #[arg(long, default_value = mnemos_lm_train::DEFAULT_TEXT)]
+    pub text: PathBuf,
+    /// Also train on `tinyshakespeare.txt` from the same directory
+    /// (validation stays Wikipedia only).
+    #[arg(long)]
+    pub shakespeare: bool,
+    /// Peak learning rate (warm-up, then cosine decay to a tenth).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Peak learning rate of the memory values (higher: each value is read
+    /// by few tokens per step).
+    #[arg(long, default_value_t = 4e-3)]
+    pub value_lr: f64,
+    /// Threads for training (default: one per core); generation speed is
+    /// always measured on one thread.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, default_value_t = 17)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +266,7 @@ pub fn load_settings(
     s.dense.model_dir = resolve_model_dir(&s.dense.model_dir);
     s.visual.model_dir = resolve_model_dir(&s.visual.model_dir);
     s.hypencoder.model_dir = resolve_model_dir(&s.hypencoder.model_dir);
+    s.lm.models_dir = resolve_model_dir(&s.lm.models_dir);
     s.validate()?;
     Ok(s)
 }

@@ -91,7 +91,7 @@ impl AppState {
 
 /// The whole router. Tests drive it with `tower::ServiceExt::oneshot`.
 pub fn app(state: Arc<AppState>) -> Router {
-    use routes::{admin, health, search, visual};
+    use routes::{admin, health, lm, search, visual};
     let limit = state.max_body_bytes;
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -110,6 +110,9 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v1/admin/documents/{id}",
             get(admin::get).delete(admin::remove),
         )
+        .route("/v1/lm/models", get(lm::models))
+        .route("/v1/lm/generate", post(lm::generate))
+        .route("/v1/lm/score", post(lm::score))
         .route("/v1/visual/classify", post(visual::classify))
         .route("/v1/admin/visual/memories", post(visual::upsert))
         .route(

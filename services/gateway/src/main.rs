@@ -18,10 +18,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Training is one big computation at a time: it gets every core.
     let threads = match &cli.command {
-        Command::Train(TrainCommand::Hypencoder(a)) => a
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .to_string(),
+        Command::Train(TrainCommand::Hypencoder(a)) => all_cores(a.threads),
+        Command::Train(TrainCommand::Lm(a)) => all_cores(a.threads),
         _ => "1".to_string(),
     };
     for (key, value) in [
@@ -46,6 +44,13 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `threads`, or one per core.
+fn all_cores(threads: Option<usize>) -> String {
+    threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .to_string()
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -97,5 +102,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let s = load_settings(cli.config.as_ref(), &a.common, None)?;
             train::hypencoder(&s, a)
         }
+        Command::Train(TrainCommand::Lm(a)) => train::lm(a),
     }
 }

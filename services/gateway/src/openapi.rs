@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, health, search, visual};
+use crate::routes::{admin, health, lm, search, visual};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,7 @@ use crate::routes::{admin, health, search, visual};
         search::search,
         admin::upsert, admin::get, admin::remove, admin::remove_batch,
         admin::rebuild_hypencoder_graph,
+        lm::models, lm::generate, lm::score,
         visual::classify, visual::upsert, visual::remove, visual::remove_class, visual::prune,
     ),
     components(schemas(
@@ -30,6 +31,8 @@ use crate::routes::{admin, health, search, visual};
         mnemos_api::VisualUpsertRequest, mnemos_api::VisualUpsertResponse,
         mnemos_api::VisualRemoveResponse, mnemos_api::PruneRequest, mnemos_api::PruneResponse,
         mnemos_api::PrunedItem, mnemos_api::DownweightedItem,
+        mnemos_api::LmModelInfo, mnemos_api::LmModelsResponse, mnemos_api::LmGenerateRequest,
+        mnemos_api::LmGenerateResponse, mnemos_api::LmScoreRequest, mnemos_api::LmScoreResponse,
     )),
     modifiers(&BearerAuth),
 )]

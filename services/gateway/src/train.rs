@@ -1,10 +1,11 @@
-//! `mnemos train hypencoder`: flags to a [`TrainConfig`], then the
-//! pipeline in `mnemos-hypencoder-train`, then a short summary.
+//! `mnemos train hypencoder` and `mnemos train lm`: flags to the training
+//! crate's configuration, then its pipeline (`mnemos-hypencoder-train`,
+//! `mnemos-lm-train`), then a short summary.
 
 use mnemos_config::Settings;
 use mnemos_hypencoder_train::TrainConfig;
 
-use crate::cli::TrainHypencoderArgs;
+use crate::cli::{resolve_model_dir, TrainHypencoderArgs, TrainLmArgs};
 
 /// Trains the Hypencoder over the configured dense encoder.
 pub fn hypencoder(settings: &Settings, a: &TrainHypencoderArgs) -> anyhow::Result<()> {
@@ -38,4 +39,98 @@ pub fn hypencoder(settings: &Settings, a: &TrainHypencoderArgs) -> anyhow::Resul
         config.out.display()
     );
     Ok(())
+}
+
+/// Trains one language model, or all four, and prints a comparison table.
+pub fn lm(a: &TrainLmArgs) -> anyhow::Result<()> {
+    let defaults = mnemos_lm_train::TrainConfig::default();
+    let text = resolve_model_dir(&a.text);
+    let extra_texts = if a.shakespeare {
+        vec![text.with_file_name("tinyshakespeare.txt")]
+    } else {
+        Vec::new()
+    };
+    let config = mnemos_lm_train::TrainConfig {
+        text,
+        extra_texts,
+        out: a.out.clone(),
+        models: mnemos_lm_train::presets_named(&a.model)?,
+        tokens: a.tokens,
+        seq_len: a.seq_len,
+        batch: a.batch,
+        vocab: a.vocab,
+        tokenizer: a.tokenizer.clone(),
+        seed: a.seed,
+        learning_rate: a.lr,
+        value_learning_rate: a.value_lr,
+        ..defaults
+    };
+    let started = std::time::Instant::now();
+    let reports = mnemos_lm_train::run(&config)?;
+    println!(
+        "{:<16} {:>11} {:>9} {:>9} {:>13} {:>11} {:>8}",
+        "model", "parameters", "val ppl", "val loss", "train tok/s", "gen tok/s", "train s"
+    );
+    for r in &reports {
+        println!(
+            "{:<16} {:>11} {:>9.2} {:>9.4} {:>13.0} {:>11.1} {:>8.0}",
+            r.model.name(),
+            r.parameters,
+            r.val_perplexity,
+            r.val_loss,
+            r.train_tokens_per_sec,
+            r.generation.tokens_per_sec,
+            r.train_secs
+        );
+    }
+    if let Some(r) = reports.first() {
+        println!(
+            "{} training tokens per model ({} steps of {}x{}), {} validation tokens, vocab {}; \
+             {:.0} s in all; models in {}",
+            r.tokens,
+            r.steps,
+            r.batch,
+            r.seq_len,
+            r.corpus.val_tokens,
+            r.corpus.vocab_size,
+            started.elapsed().as_secs_f64(),
+            config.out.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::{Cli, Command, TrainCommand};
+
+    fn parse(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let base = ["mnemos", "train", "lm", "--out", "x"];
+        Cli::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn train_lm_flags() {
+        Cli::command().debug_assert();
+        let cli = parse(&["--model", "all", "--tokens", "5000"]).expect("parse");
+        let Command::Train(TrainCommand::Lm(a)) = cli.command else {
+            panic!("not train lm");
+        };
+        assert_eq!((a.model.as_str(), a.tokens, a.vocab), ("all", 5000, 4096));
+        let presets = mnemos_lm_train::presets_named(&a.model).expect("presets");
+        assert_eq!(presets.len(), 4);
+        assert!(parse(&["--model", "tiny-3l"]).is_err());
+        assert!(parse(&[
+            "--model",
+            "tiny-2l",
+            "--vocab",
+            "300",
+            "--tokenizer",
+            "t.json"
+        ])
+        .is_err());
+        assert!(parse(&["--model", "tiny-2l", "--tokenizer", "t.json"]).is_ok());
+    }
 }

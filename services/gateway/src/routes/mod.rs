@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod health;
+pub mod lm;
 pub mod search;
 pub mod visual;

@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod hypencoder;
+mod lm;
 mod process;
 mod router;
 mod visual;

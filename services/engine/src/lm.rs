@@ -1,0 +1,270 @@
+//! The language-model service behind `/v1/lm/*`: the models found under
+//! `lm.models_dir`, generation and scoring on tokio's blocking pool (never
+//! on the async workers), at most `lm.workers` at once and `queue_capacity`
+//! waiting, 503 beyond.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mnemos_api::{
+    LmGenerateRequest, LmGenerateResponse, LmModelInfo, LmScoreRequest, LmScoreResponse,
+};
+use mnemos_config::LmSettings;
+use mnemos_lm::{
+    generate, score_tokens, GenerateOptions, Lm, LmTokenizer, MemoryVariant, TOKENIZER_FILE,
+    WEIGHTS_FILE,
+};
+use tokio::sync::Semaphore;
+
+use crate::{blocking, EngineError, Pending, Result};
+
+/// Default sampling settings of a generation request.
+pub const DEFAULT_TEMPERATURE: f64 = 0.8;
+pub const DEFAULT_TOP_P: f64 = 0.95;
+/// Highest accepted temperature: beyond it sampling is uniform noise.
+pub const MAX_TEMPERATURE: f64 = 10.0;
+
+/// One served model.
+pub struct ServedLm {
+    pub name: String,
+    pub model: Lm,
+    pub tokenizer: LmTokenizer,
+}
+
+impl ServedLm {
+    /// What `GET /v1/lm/models` says of it.
+    pub fn info(&self) -> LmModelInfo {
+        let c = self.model.config();
+        LmModelInfo {
+            name: self.name.clone(),
+            parameters: self.model.num_parameters(),
+            layers: c.layers,
+            dim: c.dim,
+            vocab_size: c.vocab_size,
+            max_seq_len: c.max_seq_len,
+            memory: c.memory.as_ref().map(|m| {
+                match m.variant {
+                    MemoryVariant::Pkm => "pkm",
+                    MemoryVariant::MemoryPlus => "memory_plus",
+                }
+                .to_string()
+            }),
+            memory_values: c.memory.as_ref().map(|m| m.num_values()),
+        }
+    }
+}
+
+/// The served models and the admission control around them.
+pub struct LmService {
+    models: BTreeMap<String, Arc<ServedLm>>,
+    settings: LmSettings,
+    permits: Arc<Semaphore>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// Loads every model directory under `dir` (sorted by name). A directory
+/// without weights is skipped; one with weights that fail to load stops the
+/// start with its name, rather than serving a partial set silently.
+pub fn load_models(dir: &Path) -> Result<BTreeMap<String, Arc<ServedLm>>> {
+    let mut models = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        tracing::warn!(dir = %dir.display(), "no language models directory; /v1/lm serves none");
+        return Ok(models);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.join(WEIGHTS_FILE).is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let fail = |e: mnemos_lm::LmError| {
+            EngineError::Unavailable(format!(
+                "cannot load language model `{name}` from {}: {e}",
+                path.display()
+            ))
+        };
+        let model = Lm::load(&path).map_err(fail)?;
+        let tokenizer = LmTokenizer::load(&path.join(TOKENIZER_FILE)).map_err(fail)?;
+        if tokenizer.vocab_size() > model.config().vocab_size {
+            return Err(EngineError::Unavailable(format!(
+                "language model `{name}`: tokenizer has {} tokens, the model {}",
+                tokenizer.vocab_size(),
+                model.config().vocab_size
+            )));
+        }
+        models.insert(
+            name.clone(),
+            Arc::new(ServedLm {
+                name,
+                model,
+                tokenizer,
+            }),
+        );
+    }
+    Ok(models)
+}
+
+impl LmService {
+    /// Loads the models configured under `[lm]`.
+    pub async fn open(settings: &LmSettings) -> Result<Self> {
+        let dir = settings.models_dir.clone();
+        let models = blocking(move || load_models(&dir)).await?;
+        tracing::info!(models = models.len(), "language models loaded");
+        Ok(Self {
+            models,
+            permits: Arc::new(Semaphore::new(settings.workers().max(1))),
+            pending: Arc::new(AtomicUsize::new(0)),
+            settings: settings.clone(),
+        })
+    }
+
+    /// The served models, by name.
+    pub fn models(&self) -> Vec<LmModelInfo> {
+        self.models.values().map(|m| m.info()).collect()
+    }
+
+    fn model(&self, name: &str) -> Result<Arc<ServedLm>> {
+        self.models.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.models.keys().map(String::as_str).collect();
+            EngineError::NotFound(format!(
+                "unknown model `{name}` (served: {})",
+                if known.is_empty() {
+                    "none; train them with `mnemos train lm`".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// Admits one request or refuses it (503) when the queue is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let before = self.pending.fetch_add(1, Ordering::AcqRel);
+        let _pending = Pending(Arc::clone(&self.pending));
+        if before >= self.settings.queue_capacity + self.settings.workers() {
+            return Err(EngineError::Overloaded(format!(
+                "the language-model queue is full ({before} requests waiting or running); retry later"
+            )));
+        }
+        let _permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| {
+                EngineError::Unavailable("the language models are shutting down".into())
+            })?;
+        blocking(job).await
+    }
+
+    /// Continues a prompt.
+    pub async fn generate(&self, req: LmGenerateRequest) -> Result<LmGenerateResponse> {
+        let s = &self.settings;
+        let bad = |m: String| Err(EngineError::InvalidArgument(m));
+        let served = self.model(&req.model)?;
+        if req.prompt.is_empty() {
+            return bad("`prompt` must not be empty".into());
+        }
+        if req.prompt.len() > s.max_prompt_bytes {
+            return bad(format!(
+                "`prompt` is longer than {} bytes",
+                s.max_prompt_bytes
+            ));
+        }
+        let max_tokens = req
+            .max_tokens
+            .unwrap_or(s.default_max_tokens.min(s.max_tokens));
+        if !(1..=s.max_tokens).contains(&max_tokens) {
+            return bad(format!(
+                "`max_tokens` must be in 1..={}, got {max_tokens}",
+                s.max_tokens
+            ));
+        }
+        let temperature = req.temperature.unwrap_or(DEFAULT_TEMPERATURE);
+        if !(temperature.is_finite() && (0.0..=MAX_TEMPERATURE).contains(&temperature)) {
+            return bad(format!(
+                "`temperature` must be in 0..={MAX_TEMPERATURE}, got {temperature}"
+            ));
+        }
+        let top_p = req.top_p.unwrap_or(DEFAULT_TOP_P);
+        if !(top_p.is_finite() && top_p > 0.0 && top_p <= 1.0) {
+            return bad(format!("`top_p` must be in (0, 1], got {top_p}"));
+        }
+        let options = GenerateOptions {
+            max_new_tokens: max_tokens,
+            temperature,
+            top_p,
+            seed: req.seed.unwrap_or(0),
+            stop_tokens: served.tokenizer.end_of_text().into_iter().collect(),
+        };
+        let name = req.model.clone();
+        let prompt = req.prompt;
+        self.run(move || {
+            let started = Instant::now();
+            let ids = served.tokenizer.encode(&prompt).map_err(lm_error)?;
+            let context = served.model.config().max_seq_len;
+            if ids.len() >= context {
+                return Err(EngineError::InvalidArgument(format!(
+                    "the prompt is {} tokens; model `{name}` takes at most {} before generating",
+                    ids.len(),
+                    context - 1
+                )));
+            }
+            let out = generate(&served.model, &ids, &options).map_err(lm_error)?;
+            let text = served.tokenizer.decode(&out).map_err(lm_error)?;
+            let secs = started.elapsed().as_secs_f64();
+            Ok(LmGenerateResponse {
+                model: name,
+                text,
+                prompt_tokens: ids.len(),
+                tokens: out.len(),
+                took_ms: secs * 1e3,
+                tokens_per_s: out.len() as f64 / secs.max(1e-9),
+            })
+        })
+        .await
+    }
+
+    /// The likelihood of a text.
+    pub async fn score(&self, req: LmScoreRequest) -> Result<LmScoreResponse> {
+        let served = self.model(&req.model)?;
+        if req.text.len() > self.settings.max_score_bytes {
+            return Err(EngineError::InvalidArgument(format!(
+                "`text` is longer than {} bytes",
+                self.settings.max_score_bytes
+            )));
+        }
+        let name = req.model.clone();
+        let text = req.text;
+        self.run(move || {
+            let started = Instant::now();
+            let ids = served.tokenizer.encode(&text).map_err(lm_error)?;
+            if ids.len() < 2 {
+                return Err(EngineError::InvalidArgument(format!(
+                    "`text` must be at least 2 tokens long, got {}",
+                    ids.len()
+                )));
+            }
+            let s = score_tokens(&served.model, &ids).map_err(lm_error)?;
+            Ok(LmScoreResponse {
+                model: name,
+                tokens: s.tokens,
+                nll: s.nll,
+                perplexity: s.perplexity,
+                took_ms: started.elapsed().as_secs_f64() * 1e3,
+            })
+        })
+        .await
+    }
+}
+
+fn lm_error(e: mnemos_lm::LmError) -> EngineError {
+    match e {
+        mnemos_lm::LmError::InvalidInput(m) => EngineError::InvalidArgument(m),
+        other => EngineError::Model(other.to_string()),
+    }
+}

@@ -1,0 +1,189 @@
+//! `/v1/lm/*` through the router, over real (small, untrained) models and
+//! a real byte-level BPE tokenizer written to disk in the hub layout.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use candle_core::DType;
+use mnemos_config::Loader;
+use mnemos_engine::Engine;
+use mnemos_gateway::{app, AppState};
+use mnemos_lm::{Lm, LmConfig, LmTokenizer, MemoryConfig, TOKENIZER_FILE};
+use serde_json::json;
+
+use crate::router::call;
+
+const TEXT: &str = "The memory layer stores values. The keys select the values. \
+    A product key splits the query in two halves. Each half picks its best keys.";
+
+/// Two models: a plain one and one with a product-key memory.
+fn write_models(dir: &std::path::Path) -> Vec<(String, usize)> {
+    let tokenizer = LmTokenizer::train_from_texts([TEXT; 4].iter(), 300).expect("tokenizer");
+    let base = LmConfig {
+        vocab_size: 300,
+        dim: 32,
+        layers: 2,
+        heads: 2,
+        ffn_hidden: 64,
+        max_seq_len: 64,
+        ..LmConfig::default()
+    };
+    let pkm = LmConfig {
+        memory: Some(MemoryConfig {
+            layers: vec![1],
+            n_keys: 16,
+            k: 4,
+            heads: 2,
+            key_dim: 16,
+            ..MemoryConfig::default()
+        }),
+        ..base.clone()
+    };
+    let mut out = Vec::new();
+    for (name, cfg) in [("tiny-a", base), ("tiny-pkm", pkm)] {
+        let path = dir.join(name);
+        let model = Lm::new(cfg, 7).expect("model");
+        model.save(&path, DType::F32).expect("save");
+        tokenizer
+            .save(&path.join(TOKENIZER_FILE))
+            .expect("save tokenizer");
+        out.push((name.to_string(), model.num_parameters()));
+    }
+    out
+}
+
+async fn harness() -> (axum::Router, Vec<(String, usize)>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let models = write_models(&dir.path().join("lm"));
+    let mut s = Loader::new().build().unwrap();
+    s.server.data_dir = dir.path().join("data");
+    s.dense.enabled = false;
+    s.hypencoder.enabled = false;
+    s.visual.enabled = false;
+    s.search.default_backends = vec!["bm25".into()];
+    s.lm.models_dir = dir.path().join("lm");
+    s.lm.max_tokens = 32;
+    let state = Arc::new(AppState::new(&s));
+    let (engine, _) = Engine::open(s).await.unwrap();
+    state.set_engine(Arc::new(engine));
+    state.mark_ready();
+    (app(state), models, dir)
+}
+
+async fn post(
+    app: &axum::Router,
+    uri: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    call(app, "POST", uri, None, Some(body.to_string())).await
+}
+
+#[tokio::test]
+async fn models_are_listed_with_their_parameter_counts() {
+    let (app, written, _dir) = harness().await;
+    let (st, body) = call(&app, "GET", "/v1/lm/models", None, None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let models = body["models"].as_array().expect("models");
+    assert_eq!(models.len(), 2, "{body}");
+    for ((name, params), m) in written.iter().zip(models) {
+        assert_eq!(m["name"], name.as_str());
+        assert_eq!(m["parameters"], *params);
+        assert_eq!(m["max_seq_len"], 64);
+    }
+    assert!(models[0]["memory"].is_null());
+    assert_eq!(models[1]["memory"], "pkm");
+    assert_eq!(models[1]["memory_values"], 256);
+}
+
+#[tokio::test]
+async fn generation_is_bounded_and_repeatable_and_scoring_reports_perplexity() {
+    let (app, _, _dir) = harness().await;
+    for model in ["tiny-a", "tiny-pkm"] {
+        let req = json!({"model": model, "prompt": "The keys", "max_tokens": 12,
+                         "temperature": 0.9, "seed": 4});
+        let (st, a) = post(&app, "/v1/lm/generate", req.clone()).await;
+        assert_eq!(st, StatusCode::OK, "{a}");
+        let (_, b) = post(&app, "/v1/lm/generate", req).await;
+        assert_eq!(a["text"], b["text"], "same seed, same text");
+        assert!(a["tokens"].as_u64().unwrap() <= 12, "{a}");
+        assert!(a["prompt_tokens"].as_u64().unwrap() >= 1, "{a}");
+        assert!(a["tokens_per_s"].as_f64().unwrap() > 0.0, "{a}");
+
+        let (st, s) = post(&app, "/v1/lm/score", json!({"model": model, "text": TEXT})).await;
+        assert_eq!(st, StatusCode::OK, "{s}");
+        let nll = s["nll"].as_f64().unwrap();
+        let ppl = s["perplexity"].as_f64().unwrap();
+        assert!(nll.is_finite() && nll > 0.0, "{s}");
+        assert!((ppl - nll.exp()).abs() < 1e-6 * ppl, "{s}");
+        assert!(s["tokens"].as_u64().unwrap() > 10, "{s}");
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_are_4xx_that_name_the_problem() {
+    let (app, _, _dir) = harness().await;
+    let ok = |extra: serde_json::Value| {
+        let mut base = json!({"model": "tiny-a", "prompt": "The keys"});
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        base
+    };
+    for (uri, body, status, named) in [
+        (
+            "/v1/lm/generate",
+            json!({"model": "gpt-9", "prompt": "x"}),
+            404,
+            "tiny-a, tiny-pkm",
+        ),
+        ("/v1/lm/generate", ok(json!({"prompt": ""})), 400, "prompt"),
+        (
+            "/v1/lm/generate",
+            ok(json!({"max_tokens": 0})),
+            400,
+            "max_tokens",
+        ),
+        (
+            "/v1/lm/generate",
+            ok(json!({"max_tokens": 33})),
+            400,
+            "max_tokens",
+        ),
+        (
+            "/v1/lm/generate",
+            ok(json!({"temperature": -1.0})),
+            400,
+            "temperature",
+        ),
+        ("/v1/lm/generate", ok(json!({"top_p": 0.0})), 400, "top_p"),
+        (
+            "/v1/lm/generate",
+            ok(json!({"prompt": "keys ".repeat(200)})),
+            400,
+            "tokens",
+        ),
+        (
+            "/v1/lm/generate",
+            ok(json!({"stream": true})),
+            400,
+            "stream",
+        ),
+        (
+            "/v1/lm/score",
+            json!({"model": "tiny-a", "text": "T"}),
+            400,
+            "2 tokens",
+        ),
+        (
+            "/v1/lm/score",
+            json!({"model": "nope", "text": TEXT}),
+            404,
+            "unknown model",
+        ),
+    ] {
+        let (st, resp) = post(&app, uri, body.clone()).await;
+        assert_eq!(st.as_u16(), status, "{body}: {resp}");
+        let message = resp["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{body}: {resp}");
+    }
+}
