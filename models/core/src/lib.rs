@@ -10,6 +10,7 @@
 //! runs it on a dedicated thread pool at one seam instead of inside async
 //! tasks (see `STYLE.md`, "Compute is synchronous").
 
+pub mod hub;
 pub mod rng;
 pub mod simd;
 

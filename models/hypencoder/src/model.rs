@@ -1,8 +1,7 @@
 //! The Hypencoder query side: configuration plus hyperheads, turning query
 //! token states into q-nets; saving and loading in the hub layout.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -11,10 +10,7 @@ use crate::error::{HypencoderError, Result};
 use crate::hyperhead::{HeadGroup, HyperHeads, QueryStates, GROUP_TENSORS};
 use crate::qnet::QNets;
 
-/// File names of a saved model, as in a Hugging Face hub directory.
-pub const CONFIG_FILE: &str = "config.json";
-/// See [`CONFIG_FILE`].
-pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub use mnemos_models_core::hub::{CONFIG_FILE, WEIGHTS_FILE};
 
 /// A Hypencoder: hyperheads that turn a query's token states into the
 /// weights of its q-net (Killingback, Zeng & Zamani, SIGIR 2025; SPECS §2).
@@ -114,23 +110,24 @@ impl Hypencoder {
     /// absent), the weights as `dtype` (`F16` halves the file; `F32` keeps
     /// scores bit-identical after loading).
     pub fn save(&self, dir: &Path, dtype: DType) -> Result<()> {
-        if !matches!(dtype, DType::F16 | DType::BF16 | DType::F32) {
-            return Err(HypencoderError::InvalidInput(format!(
-                "weights are saved as f32, f16 or bf16, not {dtype:?}"
-            )));
-        }
-        let io = |path: PathBuf| move |source| HypencoderError::Io { path, source };
-        std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
         let config = serde_json::to_string_pretty(&self.config)
             .map_err(|err| HypencoderError::Config(err.to_string()))?;
-        std::fs::write(dir.join(CONFIG_FILE), config + "\n").map_err(io(dir.join(CONFIG_FILE)))?;
-        let tensors = self
-            .named_tensors()
-            .into_iter()
-            .map(|(name, t)| Ok((name, t.detach().to_dtype(dtype)?.contiguous()?)))
-            .collect::<Result<HashMap<_, _>>>()?;
-        candle_core::safetensors::save(&tensors, dir.join(WEIGHTS_FILE))?;
-        Ok(())
+        mnemos_models_core::hub::save_hub_dir(
+            dir,
+            &config,
+            self.named_tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.clone()))
+                .collect(),
+            dtype,
+        )
+        .map_err(|e| match e {
+            mnemos_models_core::ModelError::InvalidInput(m) => HypencoderError::InvalidInput(m),
+            mnemos_models_core::ModelError::Io { path, source } => {
+                HypencoderError::Io { path, source }
+            }
+            other => HypencoderError::Config(other.to_string()),
+        })
     }
 
     /// Loads a model saved by [`Hypencoder::save`] (or any directory with a

@@ -17,10 +17,7 @@ use crate::pkm::MemoryLayer;
 use crate::rmsnorm::RmsNorm;
 use crate::rope::Rope;
 
-/// File names of a saved model, as in a Hugging Face hub directory.
-pub const CONFIG_FILE: &str = "config.json";
-/// See [`CONFIG_FILE`].
-pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub use mnemos_models_core::hub::{CONFIG_FILE, WEIGHTS_FILE};
 /// See [`CONFIG_FILE`]; written by [`crate::LmTokenizer::save`].
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
@@ -279,23 +276,15 @@ impl Lm {
     /// absent), the weights as `dtype` (`F16`/`BF16` halve the file; `F32`
     /// keeps outputs bit-identical after loading).
     pub fn save(&self, dir: &Path, dtype: DType) -> Result<()> {
-        if !matches!(dtype, DType::F16 | DType::BF16 | DType::F32) {
-            return Err(LmError::InvalidInput(format!(
-                "weights are saved as f32, f16 or bf16, not {dtype:?}"
-            )));
-        }
-        let io = |path: PathBuf| move |source| LmError::Io { path, source };
-        std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
         let config = serde_json::to_string_pretty(&self.config)
             .map_err(|err| LmError::Config(err.to_string()))?;
-        std::fs::write(dir.join(CONFIG_FILE), config + "\n").map_err(io(dir.join(CONFIG_FILE)))?;
-        let tensors = self
-            .named_tensors()
-            .into_iter()
-            .map(|(name, t)| Ok((name, t.detach().to_dtype(dtype)?.contiguous()?)))
-            .collect::<Result<HashMap<_, _>>>()?;
-        candle_core::safetensors::save(&tensors, dir.join(WEIGHTS_FILE))?;
-        Ok(())
+        mnemos_models_core::hub::save_hub_dir(dir, &config, self.named_tensors(), dtype).map_err(
+            |e| match e {
+                mnemos_models_core::ModelError::InvalidInput(m) => LmError::InvalidInput(m),
+                mnemos_models_core::ModelError::Io { path, source } => LmError::Io { path, source },
+                other => LmError::Config(other.to_string()),
+            },
+        )
     }
 
     /// Loads a model saved by [`Lm::save`] (or any directory with a
