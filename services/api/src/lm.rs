@@ -1,4 +1,6 @@
-//! `/v1/lm/*`: the language models with product-key memory.
+//! `/v1/lm/*`: the language models: the small ones with product-key memory
+//! trained here, and the pretrained anchor (SmolLM2) that hierarchical
+//! memory banks extend.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,6 +19,31 @@ pub struct LmModelInfo {
     pub memory: Option<String>,
     /// Values in the memory (`n²`), when it has one.
     pub memory_values: Option<usize>,
+    /// `safetensors` (trained by `mnemos train lm`) or `gguf` (a
+    /// pretrained model such as the anchor).
+    pub format: String,
+    /// Whether `"chat": true` applies the model's chat template.
+    pub chat: bool,
+}
+
+/// Which memory a request runs with, for a model extended by a memory
+/// bank: `auto` (the default) fetches the blocks on the path the text
+/// selects, `none` runs the bare model. Models without a bank ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LmMemoryMode {
+    #[default]
+    Auto,
+    None,
+}
+
+/// The memory a request ran with.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LmMemoryUsed {
+    /// The bank's nodes from the root down (empty: the bare model).
+    pub path: Vec<String>,
+    /// Parameters of the fetched blocks.
+    pub params: usize,
 }
 
 /// `GET /v1/lm/models`.
@@ -43,6 +70,12 @@ pub struct LmGenerateRequest {
     /// Same seed, same text; default 0.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Wrap the prompt as a user turn in the model's chat template (only
+    /// for models that have one: `chat` in `GET /v1/lm/models`).
+    #[serde(default)]
+    pub chat: bool,
+    #[serde(default)]
+    pub memory: LmMemoryMode,
 }
 
 /// A generation.
@@ -57,6 +90,9 @@ pub struct LmGenerateResponse {
     pub tokens: usize,
     pub took_ms: f64,
     pub tokens_per_s: f64,
+    /// For a model with a memory bank: the path used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<LmMemoryUsed>,
 }
 
 /// `POST /v1/lm/score`.
@@ -65,6 +101,8 @@ pub struct LmGenerateResponse {
 pub struct LmScoreRequest {
     pub model: String,
     pub text: String,
+    #[serde(default)]
+    pub memory: LmMemoryMode,
 }
 
 /// The likelihood of a text under a model.
@@ -77,4 +115,7 @@ pub struct LmScoreResponse {
     pub nll: f64,
     pub perplexity: f64,
     pub took_ms: f64,
+    /// For a model with a memory bank: the path used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<LmMemoryUsed>,
 }

@@ -4,7 +4,6 @@
 //! waiting, 503 beyond.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,12 +12,10 @@ use mnemos_api::{
     LmGenerateRequest, LmGenerateResponse, LmModelInfo, LmScoreRequest, LmScoreResponse,
 };
 use mnemos_config::LmSettings;
-use mnemos_lm::{
-    generate, score_tokens, GenerateOptions, Lm, LmTokenizer, MemoryVariant, TOKENIZER_FILE,
-    WEIGHTS_FILE,
-};
+use mnemos_lm::GenerateOptions;
 use tokio::sync::Semaphore;
 
+pub use crate::lm_models::{load_anchor, load_trained, LmModel, ServedLm};
 use crate::{blocking, EngineError, Pending, Result};
 
 /// Default sampling settings of a generation request.
@@ -26,36 +23,6 @@ pub const DEFAULT_TEMPERATURE: f64 = 0.8;
 pub const DEFAULT_TOP_P: f64 = 0.95;
 /// Highest accepted temperature: beyond it sampling is uniform noise.
 pub const MAX_TEMPERATURE: f64 = 10.0;
-
-/// One served model.
-pub struct ServedLm {
-    pub name: String,
-    pub model: Lm,
-    pub tokenizer: LmTokenizer,
-}
-
-impl ServedLm {
-    /// What `GET /v1/lm/models` says of it.
-    pub fn info(&self) -> LmModelInfo {
-        let c = self.model.config();
-        LmModelInfo {
-            name: self.name.clone(),
-            parameters: self.model.num_parameters(),
-            layers: c.layers,
-            dim: c.dim,
-            vocab_size: c.vocab_size,
-            max_seq_len: c.max_seq_len,
-            memory: c.memory.as_ref().map(|m| {
-                match m.variant {
-                    MemoryVariant::Pkm => "pkm",
-                    MemoryVariant::MemoryPlus => "memory_plus",
-                }
-                .to_string()
-            }),
-            memory_values: c.memory.as_ref().map(|m| m.num_values()),
-        }
-    }
-}
 
 /// The served models and the admission control around them.
 pub struct LmService {
@@ -65,44 +32,18 @@ pub struct LmService {
     pending: Arc<AtomicUsize>,
 }
 
-/// Loads every model directory under `dir` (sorted by name). A directory
-/// without weights is skipped; one with weights that fail to load stops the
-/// start with its name, rather than serving a partial set silently.
-pub fn load_models(dir: &Path) -> Result<BTreeMap<String, Arc<ServedLm>>> {
-    let mut models = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        tracing::warn!(dir = %dir.display(), "no language models directory; /v1/lm serves none");
-        return Ok(models);
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !path.join(WEIGHTS_FILE).is_file() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let fail = |e: mnemos_lm::LmError| {
-            EngineError::Unavailable(format!(
-                "cannot load language model `{name}` from {}: {e}",
-                path.display()
-            ))
-        };
-        let model = Lm::load(&path).map_err(fail)?;
-        let tokenizer = LmTokenizer::load(&path.join(TOKENIZER_FILE)).map_err(fail)?;
-        if tokenizer.vocab_size() > model.config().vocab_size {
+/// Loads the trained models under `settings.models_dir` and the anchor.
+pub fn load_models(settings: &LmSettings) -> Result<BTreeMap<String, Arc<ServedLm>>> {
+    let mut models = load_trained(&settings.models_dir)?;
+    if let Some(anchor) = load_anchor(settings)? {
+        if models.contains_key(&anchor.name) {
             return Err(EngineError::Unavailable(format!(
-                "language model `{name}`: tokenizer has {} tokens, the model {}",
-                tokenizer.vocab_size(),
-                model.config().vocab_size
+                "two language models are named `{}` (lm.anchor_name and a directory in {})",
+                anchor.name,
+                settings.models_dir.display()
             )));
         }
-        models.insert(
-            name.clone(),
-            Arc::new(ServedLm {
-                name,
-                model,
-                tokenizer,
-            }),
-        );
+        models.insert(anchor.name.clone(), Arc::new(anchor));
     }
     Ok(models)
 }
@@ -110,8 +51,8 @@ pub fn load_models(dir: &Path) -> Result<BTreeMap<String, Arc<ServedLm>>> {
 impl LmService {
     /// Loads the models configured under `[lm]`.
     pub async fn open(settings: &LmSettings) -> Result<Self> {
-        let dir = settings.models_dir.clone();
-        let models = blocking(move || load_models(&dir)).await?;
+        let s = settings.clone();
+        let models = blocking(move || load_models(&s)).await?;
         tracing::info!(models = models.len(), "language models loaded");
         Ok(Self {
             models,
@@ -199,14 +140,23 @@ impl LmService {
             temperature,
             top_p,
             seed: req.seed.unwrap_or(0),
-            stop_tokens: served.tokenizer.end_of_text().into_iter().collect(),
+            stop_tokens: Vec::new(),
+        };
+        let prompt = if req.chat {
+            served.chat_prompt(&req.prompt).ok_or_else(|| {
+                EngineError::InvalidArgument(format!(
+                    "model `{}` has no chat template; leave `chat` out",
+                    req.model
+                ))
+            })?
+        } else {
+            req.prompt
         };
         let name = req.model.clone();
-        let prompt = req.prompt;
         self.run(move || {
             let started = Instant::now();
-            let ids = served.tokenizer.encode(&prompt).map_err(lm_error)?;
-            let context = served.model.config().max_seq_len;
+            let ids = served.encode(&prompt)?;
+            let context = served.context();
             if ids.len() >= context {
                 return Err(EngineError::InvalidArgument(format!(
                     "the prompt is {} tokens; model `{name}` takes at most {} before generating",
@@ -214,8 +164,8 @@ impl LmService {
                     context - 1
                 )));
             }
-            let out = generate(&served.model, &ids, &options).map_err(lm_error)?;
-            let text = served.tokenizer.decode(&out).map_err(lm_error)?;
+            let out = served.generate(&ids, &options)?;
+            let text = served.decode(&out)?;
             let secs = started.elapsed().as_secs_f64();
             Ok(LmGenerateResponse {
                 model: name,
@@ -224,6 +174,7 @@ impl LmService {
                 tokens: out.len(),
                 took_ms: secs * 1e3,
                 tokens_per_s: out.len() as f64 / secs.max(1e-9),
+                memory: None,
             })
         })
         .await
@@ -242,29 +193,23 @@ impl LmService {
         let text = req.text;
         self.run(move || {
             let started = Instant::now();
-            let ids = served.tokenizer.encode(&text).map_err(lm_error)?;
+            let ids = served.encode(&text)?;
             if ids.len() < 2 {
                 return Err(EngineError::InvalidArgument(format!(
                     "`text` must be at least 2 tokens long, got {}",
                     ids.len()
                 )));
             }
-            let s = score_tokens(&served.model, &ids).map_err(lm_error)?;
+            let s = served.score(&ids)?;
             Ok(LmScoreResponse {
                 model: name,
                 tokens: s.tokens,
                 nll: s.nll,
                 perplexity: s.perplexity,
                 took_ms: started.elapsed().as_secs_f64() * 1e3,
+                memory: None,
             })
         })
         .await
-    }
-}
-
-fn lm_error(e: mnemos_lm::LmError) -> EngineError {
-    match e {
-        mnemos_lm::LmError::InvalidInput(m) => EngineError::InvalidArgument(m),
-        other => EngineError::Model(other.to_string()),
     }
 }

@@ -99,6 +99,11 @@ pub struct TrainLmArgs {
     pub threads: Option<usize>,
     #[arg(long, default_value_t = 17)]
     pub seed: u64,
+    /// Sub-keys per half of the memory layers (`n`; the memory holds
+    /// `n²` values). Default: the presets' 192, whose weights fit the
+    /// repository's 25 MB limit for committed f16 files.
+    #[arg(long)]
+    pub memory_keys: Option<usize>,
 }
 
 #[derive(Debug, Args)]

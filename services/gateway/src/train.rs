@@ -63,6 +63,10 @@ pub fn lm(a: &TrainLmArgs) -> anyhow::Result<()> {
         seed: a.seed,
         learning_rate: a.lr,
         value_learning_rate: a.value_lr,
+        shape: mnemos_lm_train::ModelShape {
+            n_keys: a.memory_keys.unwrap_or(defaults.shape.n_keys),
+            ..defaults.shape.clone()
+        },
         ..defaults
     };
     let started = std::time::Instant::now();

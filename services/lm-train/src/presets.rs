@@ -133,9 +133,13 @@ pub struct ModelShape {
     /// SwiGLU hidden width: 3 × dim, about the 8/3 × dim that keeps a
     /// SwiGLU's parameters equal to a 4 × dim GELU network's.
     pub ffn_hidden: usize,
-    /// Memory `n`: `N = n²` = 65,536 values (16.8M parameters at dim 256),
-    /// a quarter of the paper's 262k: the value table takes a dense
-    /// gradient and AdamW update every step on CPU.
+    /// Memory `n`: `N = n²` = 36,864 values (9.4M parameters at dim 256).
+    /// The value table takes a dense gradient and AdamW update every step
+    /// on CPU, and the trained models are committed as f16 files, which
+    /// must stay under 25 MB: with 192 keys the memory models are 11.8M
+    /// parameters (23.7 MB); with the paper-like 256 (65,536 values) they
+    /// would be 19.2M (38 MB). `mnemos train lm --memory-keys 256` trains
+    /// the larger ones.
     pub n_keys: usize,
     /// Memory `k`, the paper's 32.
     pub k: usize,
@@ -153,7 +157,7 @@ impl Default for ModelShape {
             dim: 256,
             heads: 4,
             ffn_hidden: 768,
-            n_keys: memory.n_keys,
+            n_keys: 192,
             k: memory.k,
             memory_heads: memory.heads,
             key_dim: memory.key_dim,
@@ -197,7 +201,7 @@ mod tests {
         assert_eq!(plus.variant, MemoryVariant::MemoryPlus);
         assert_eq!(
             (pkm.layers.as_slice(), pkm.num_values(), pkm.k, pkm.heads),
-            (&[1][..], 65_536, 32, 4)
+            (&[1][..], 36_864, 32, 4)
         );
         assert_eq!(
             MemoryConfig {

@@ -43,6 +43,25 @@ pub fn vision_dir() -> Option<PathBuf> {
     }
 }
 
+/// The SmolLM2 anchor's GGUF directory, or `None` (anchor tests then skip
+/// and say so).
+pub fn smollm_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("MNEMOS_SMOLLM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/weights/smollm2-135m")
+        });
+    if mnemos_llama::find_gguf(&dir).is_ok() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "note: no SmolLM2 GGUF in {}; skipping anchor tests (scripts/install-models.sh)",
+            dir.display()
+        );
+        None
+    }
+}
+
 /// The committed, trained Hypencoder, or `None` (hypencoder tests then skip
 /// and say so).
 pub fn hypencoder_dir() -> Option<PathBuf> {

@@ -52,7 +52,10 @@ fn write_models(dir: &std::path::Path) -> Vec<(String, usize)> {
     out
 }
 
-async fn harness() -> (axum::Router, Vec<(String, usize)>, tempfile::TempDir) {
+/// The two trained models, and the anchor from `anchor` if given.
+async fn start(
+    anchor: Option<std::path::PathBuf>,
+) -> (axum::Router, Vec<(String, usize)>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let models = write_models(&dir.path().join("lm"));
     let mut s = Loader::new().build().unwrap();
@@ -62,12 +65,18 @@ async fn harness() -> (axum::Router, Vec<(String, usize)>, tempfile::TempDir) {
     s.visual.enabled = false;
     s.search.default_backends = vec!["bm25".into()];
     s.lm.models_dir = dir.path().join("lm");
+    s.lm.anchor_dir = anchor.unwrap_or_else(|| dir.path().join("no-anchor"));
     s.lm.max_tokens = 32;
     let state = Arc::new(AppState::new(&s));
     let (engine, _) = Engine::open(s).await.unwrap();
     state.set_engine(Arc::new(engine));
     state.mark_ready();
     (app(state), models, dir)
+}
+
+/// The trained models only: the anchor has tests of its own below.
+async fn harness() -> (axum::Router, Vec<(String, usize)>, tempfile::TempDir) {
+    start(None).await
 }
 
 async fn post(
@@ -174,6 +183,13 @@ async fn bad_requests_are_4xx_that_name_the_problem() {
             400,
             "2 tokens",
         ),
+        ("/v1/lm/generate", ok(json!({"chat": true})), 400, "chat"),
+        (
+            "/v1/lm/generate",
+            ok(json!({"memory": "some"})),
+            400,
+            "memory",
+        ),
         (
             "/v1/lm/score",
             json!({"model": "nope", "text": TEXT}),
@@ -186,4 +202,67 @@ async fn bad_requests_are_4xx_that_name_the_problem() {
         let message = resp["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(named), "{body}: {resp}");
     }
+}
+
+/// The pretrained anchor (SmolLM2-135M-Instruct, GGUF) next to the trained
+/// models; `None` when it is not installed.
+async fn anchor_harness() -> Option<(axum::Router, tempfile::TempDir)> {
+    let anchor = crate::common::smollm_dir()?;
+    let (app, _, dir) = start(Some(anchor)).await;
+    Some((app, dir))
+}
+
+#[tokio::test]
+async fn the_anchor_is_served_answers_in_chat_and_scores_text() {
+    let Some((app, _dir)) = anchor_harness().await else {
+        return;
+    };
+    let (st, body) = call(&app, "GET", "/v1/lm/models", None, None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let models = body["models"].as_array().expect("models");
+    let anchor = models
+        .iter()
+        .find(|m| m["name"] == "smollm2-135m")
+        .unwrap_or_else(|| panic!("no anchor in {body}"));
+    assert_eq!(anchor["format"], "gguf");
+    assert_eq!(anchor["chat"], true);
+    assert_eq!(anchor["layers"], 30);
+    assert!(
+        anchor["parameters"].as_u64().unwrap() > 130_000_000,
+        "{anchor}"
+    );
+    assert_eq!(models.len(), 3, "trained models are still served: {body}");
+
+    let (st, g) = post(
+        &app,
+        "/v1/lm/generate",
+        json!({"model": "smollm2-135m", "prompt": "What is the capital of France?",
+               "chat": true, "temperature": 0, "max_tokens": 12, "memory": "none"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{g}");
+    assert!(g["text"].as_str().unwrap().contains("Paris"), "{g}");
+    assert!(
+        g["prompt_tokens"].as_u64().unwrap() > 20,
+        "chat template applied: {g}"
+    );
+
+    let text = "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris.";
+    let (st, s) = post(
+        &app,
+        "/v1/lm/score",
+        json!({"model": "smollm2-135m", "text": text}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{s}");
+    let ppl = s["perplexity"].as_f64().unwrap();
+    assert!(ppl > 1.0 && ppl < 100.0, "{s}");
+    let reversed: Vec<&str> = text.split(' ').rev().collect();
+    let (_, r) = post(
+        &app,
+        "/v1/lm/score",
+        json!({"model": "smollm2-135m", "text": reversed.join(" ")}),
+    )
+    .await;
+    assert!(r["perplexity"].as_f64().unwrap() > 2.0 * ppl, "{r} vs {s}");
 }

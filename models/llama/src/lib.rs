@@ -1,0 +1,28 @@
+//! A pretrained Llama-architecture language model from a GGUF file —
+//! SmolLM2-135M-Instruct in mnemos — run on candle with its weights kept
+//! quantized, and with room for **appended feed-forward units**: the form
+//! the hierarchical memory blocks of SPECS §5 take at inference.
+//!
+//! - [`Llama::load`]: weights, shape ([`LlamaConfig`]) and tokenizer, all
+//!   from the one GGUF file (its metadata carries the BPE vocabulary and
+//!   merges; [`tokenizer::from_gguf`] rebuilds the `tokenizers` pipeline).
+//! - [`Llama::forward_hidden`] / [`Llama::logits`]: the forward pass with
+//!   a KV cache ([`LlamaCache`]) and optional [`FfnUnits`].
+//! - [`score`] and [`generate`]: what the LM routes serve.
+//!
+//! Inference only: the fused RMSNorm, softmax and rotary kernels used here
+//! have no backward pass in candle (PITFALLS).
+
+mod config;
+mod error;
+mod model;
+mod run;
+pub mod tokenizer;
+mod units;
+
+pub use config::LlamaConfig;
+pub use error::{LlamaError, Result};
+pub use model::{find_gguf, Llama, LlamaCache, WeightFormat, MAX_POSITIONS};
+pub use run::{chat_prompt, generate, score, Score};
+pub use tokenizer::SpecialTokens;
+pub use units::{FfnUnits, UnitWeights};

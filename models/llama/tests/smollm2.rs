@@ -1,0 +1,167 @@
+//! The real SmolLM2-135M-Instruct GGUF file (installed by
+//! `scripts/install-models.sh`): tokenizer, forward pass, cache, scoring,
+//! generation and appended units. Skipped, with a message, when the file
+//! is absent.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use mnemos_llama::{chat_prompt, generate, score, FfnUnits, Llama, LlamaCache, UnitWeights};
+use mnemos_lm::GenerateOptions;
+
+/// `$MNEMOS_SMOLLM_DIR`, else `<workspace>/models/weights/smollm2-135m`.
+fn model() -> Option<&'static Llama> {
+    static MODEL: OnceLock<Option<Llama>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = std::env::var_os("MNEMOS_SMOLLM_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../weights/smollm2-135m")
+                });
+            match mnemos_llama::find_gguf(&dir) {
+                Ok(_) => Some(Llama::load(&dir).expect("load SmolLM2")),
+                Err(_) => {
+                    eprintln!(
+                        "skipping: no SmolLM2 GGUF in {}; run scripts/install-models.sh",
+                        dir.display()
+                    );
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+const WIKI: &str =
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, \
+France. It is named after the engineer Gustave Eiffel, whose company designed and built the tower \
+from 1887 to 1889. Locally nicknamed \"La dame de fer\", it was constructed as the centrepiece of \
+the 1889 World's Fair, and to crown the centennial anniversary of the French Revolution.";
+
+#[test]
+fn metadata_shape_and_tokenizer() {
+    let Some(m) = model() else { return };
+    let c = m.config();
+    assert_eq!((c.layers, c.dim, c.heads, c.kv_heads), (30, 576, 9, 3));
+    assert_eq!((c.vocab_size, c.ffn_hidden), (49152, 1536));
+    assert!((134_000_000..135_000_000).contains(&m.num_parameters()));
+    // Control tokens are whole tokens; digits are split one by one.
+    assert_eq!(m.encode("<|im_start|>").expect("encode"), [1]);
+    assert_eq!(m.special_tokens().eos, Some(2));
+    let digits = m.encode("2024").expect("encode");
+    assert_eq!(digits.len(), 4, "{digits:?}");
+    let text = "Hello, world! Ünïcödé and  two spaces.\n";
+    let ids = m.encode(text).expect("encode");
+    assert_eq!(m.decode(&ids).expect("decode"), text);
+}
+
+#[test]
+fn answers_a_fact_and_the_cache_matches_a_full_pass() {
+    let Some(m) = model() else { return };
+    let prompt = m
+        .encode(&chat_prompt("What is the capital of France?"))
+        .expect("encode");
+    let greedy = GenerateOptions {
+        max_new_tokens: 12,
+        temperature: 0.0,
+        ..GenerateOptions::default()
+    };
+    let out = generate(m, &prompt, &greedy, None).expect("generate");
+    let answer = m.decode(&out).expect("decode");
+    assert!(answer.contains("Paris"), "{answer:?}");
+
+    // Prompt then one token at a time gives the logits of one full pass.
+    let ids = m.encode(WIKI).expect("encode");
+    let n = 24;
+    let mut full_cache = LlamaCache::new();
+    let full = m
+        .forward_hidden(&ids[..n], &mut full_cache, None)
+        .expect("full");
+    let mut cache = LlamaCache::new();
+    m.forward_hidden(&ids[..n - 3], &mut cache, None)
+        .expect("prefix");
+    let mut last = None;
+    for &id in &ids[n - 3..n] {
+        last = Some(m.forward_hidden(&[id], &mut cache, None).expect("step"));
+    }
+    assert_eq!(cache.len(), n);
+    let stepped = m.logits(&last.expect("ran")).expect("logits");
+    let whole = m
+        .logits(&full.narrow(0, n - 1, 1).expect("row"))
+        .expect("logits");
+    let diff = (stepped - whole)
+        .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+        .expect("diff");
+    assert!(diff < 1e-3, "cached and full logits differ by {diff}");
+}
+
+#[test]
+fn scores_wikipedia_text_like_a_language_model() {
+    let Some(m) = model() else { return };
+    let ids = m.encode(WIKI).expect("encode");
+    let s = score(m, &ids, 512, None).expect("score");
+    assert_eq!(s.tokens, ids.len() - 1);
+    // A 135M model on a famous encyclopaedic paragraph: far below chance
+    // (49,152) and below the ~20 it gets on average WikiText.
+    assert!(s.perplexity > 1.5 && s.perplexity < 20.0, "{s:?}");
+    // Shuffled words read much worse.
+    let mut words: Vec<&str> = WIKI.split(' ').collect();
+    words.reverse();
+    let shuffled = m.encode(&words.join(" ")).expect("encode");
+    let worse = score(m, &shuffled, 512, None).expect("score");
+    assert!(worse.perplexity > 3.0 * s.perplexity, "{worse:?} vs {s:?}");
+    // Windows: each starts without context, so small windows score worse.
+    let small = score(m, &ids, 8, None).expect("score");
+    assert_eq!(small.tokens, s.tokens);
+    assert!(small.perplexity > s.perplexity);
+}
+
+#[test]
+fn appended_units_are_inert_at_zero_and_change_the_model_otherwise() {
+    let Some(m) = model() else { return };
+    let ids = m.encode(WIKI).expect("encode");
+    let base = score(m, &ids, 512, None).expect("score");
+    let dev = &Device::Cpu;
+    let dim = m.config().dim;
+    let block = |up_scale: f64| {
+        let mut layers = BTreeMap::new();
+        for l in [27, 29] {
+            let gate = Tensor::randn(0f32, 0.02, (16, dim), dev).expect("randn");
+            let up = (Tensor::randn(0f32, 1.0, (16, dim), dev).expect("randn") * up_scale)
+                .expect("scale");
+            let down = Tensor::randn(0f32, 0.02, (dim, 16), dev).expect("randn");
+            layers.insert(l, UnitWeights { gate, up, down });
+        }
+        FfnUnits { layers }
+    };
+    let inert = score(m, &ids, 512, Some(&block(0.0))).expect("score");
+    assert!((inert.nll - base.nll).abs() < 1e-6, "{inert:?} vs {base:?}");
+    let active = score(m, &ids, 512, Some(&block(1.0))).expect("score");
+    assert!(
+        (active.nll - base.nll).abs() > 1e-4,
+        "{active:?} vs {base:?}"
+    );
+    // Units for a block the model does not have are an input error.
+    let mut bad = block(1.0);
+    let u = bad.layers.remove(&29).expect("units");
+    bad.layers.insert(30, u);
+    assert!(score(m, &ids, 512, Some(&bad)).is_err());
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let Some(m) = model() else { return };
+    let mut cache = LlamaCache::new();
+    assert!(m.forward_hidden(&[], &mut cache, None).is_err());
+    assert!(m.forward_hidden(&[49_152], &mut cache, None).is_err());
+    assert!(score(m, &[1], 16, None).is_err());
+    let options = GenerateOptions {
+        top_p: 0.0,
+        ..GenerateOptions::default()
+    };
+    assert!(generate(m, &[1, 2], &options, None).is_err());
+    assert!(generate(m, &[], &GenerateOptions::default(), None).is_err());
+}

@@ -1,0 +1,230 @@
+//! The language models `/v1/lm/*` serves, behind one interface: the small
+//! models trained by `mnemos train lm` (safetensors, `mnemos-lm`) and the
+//! pretrained anchor read from a GGUF file (`mnemos-llama`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use mnemos_api::LmModelInfo;
+use mnemos_config::LmSettings;
+use mnemos_llama::{Llama, WeightFormat};
+use mnemos_lm::{GenerateOptions, Lm, LmTokenizer, MemoryVariant, TOKENIZER_FILE, WEIGHTS_FILE};
+
+use crate::{EngineError, Result};
+
+/// The weights and tokenizer of one served model.
+pub enum LmModel {
+    /// Trained here: a small transformer, maybe with memory layers.
+    Trained { model: Lm, tokenizer: LmTokenizer },
+    /// A pretrained GGUF model; `window` is its scoring window.
+    Anchor { model: Llama, window: usize },
+}
+
+/// One served model.
+pub struct ServedLm {
+    pub name: String,
+    pub model: LmModel,
+}
+
+/// The likelihood of a token sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct Likelihood {
+    pub tokens: usize,
+    pub nll: f64,
+    pub perplexity: f64,
+}
+
+fn lm_error(e: mnemos_lm::LmError) -> EngineError {
+    match e {
+        mnemos_lm::LmError::InvalidInput(m) => EngineError::InvalidArgument(m),
+        other => EngineError::Model(other.to_string()),
+    }
+}
+
+fn llama_error(e: mnemos_llama::LlamaError) -> EngineError {
+    match e {
+        mnemos_llama::LlamaError::InvalidInput(m) => EngineError::InvalidArgument(m),
+        other => EngineError::Model(other.to_string()),
+    }
+}
+
+impl ServedLm {
+    /// What `GET /v1/lm/models` says of it.
+    pub fn info(&self) -> LmModelInfo {
+        let mut info = LmModelInfo {
+            name: self.name.clone(),
+            parameters: 0,
+            layers: 0,
+            dim: 0,
+            vocab_size: 0,
+            max_seq_len: self.context(),
+            memory: None,
+            memory_values: None,
+            format: String::new(),
+            chat: self.chat_prompt("").is_some(),
+        };
+        match &self.model {
+            LmModel::Trained { model, .. } => {
+                let c = model.config();
+                let memory = c.memory.as_ref();
+                info.parameters = model.num_parameters();
+                (info.layers, info.dim, info.vocab_size) = (c.layers, c.dim, c.vocab_size);
+                info.memory = memory.map(|m| match m.variant {
+                    MemoryVariant::Pkm => "pkm".to_string(),
+                    MemoryVariant::MemoryPlus => "memory_plus".to_string(),
+                });
+                info.memory_values = memory.map(|m| m.num_values());
+                info.format = "safetensors".into();
+            }
+            LmModel::Anchor { model, .. } => {
+                let c = model.config();
+                info.parameters = model.num_parameters();
+                (info.layers, info.dim, info.vocab_size) = (c.layers, c.dim, c.vocab_size);
+                info.format = "gguf".into();
+            }
+        }
+        info
+    }
+
+    /// Positions the model attends over.
+    pub fn context(&self) -> usize {
+        match &self.model {
+            LmModel::Trained { model, .. } => model.config().max_seq_len,
+            LmModel::Anchor { model, .. } => model.max_positions(),
+        }
+    }
+
+    /// Token ids of a text.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match &self.model {
+            LmModel::Trained { tokenizer, .. } => tokenizer.encode(text).map_err(lm_error),
+            LmModel::Anchor { model, .. } => model.encode(text).map_err(llama_error),
+        }
+    }
+
+    /// The text of token ids.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match &self.model {
+            LmModel::Trained { tokenizer, .. } => tokenizer.decode(ids).map_err(lm_error),
+            LmModel::Anchor { model, .. } => model.decode(ids).map_err(llama_error),
+        }
+    }
+
+    /// `user` as a user turn of the model's chat template, if it has one.
+    pub fn chat_prompt(&self, user: &str) -> Option<String> {
+        match &self.model {
+            LmModel::Trained { .. } => None,
+            LmModel::Anchor { .. } => Some(mnemos_llama::chat_prompt(user)),
+        }
+    }
+
+    /// New tokens after `prompt`; the model's end-of-text token stops it.
+    pub fn generate(&self, prompt: &[u32], options: &GenerateOptions) -> Result<Vec<u32>> {
+        match &self.model {
+            LmModel::Trained { model, tokenizer } => {
+                let mut options = options.clone();
+                options.stop_tokens.extend(tokenizer.end_of_text());
+                mnemos_lm::generate(model, prompt, &options).map_err(lm_error)
+            }
+            LmModel::Anchor { model, .. } => {
+                mnemos_llama::generate(model, prompt, options, None).map_err(llama_error)
+            }
+        }
+    }
+
+    /// The likelihood of `ids[1..]`.
+    pub fn score(&self, ids: &[u32]) -> Result<Likelihood> {
+        match &self.model {
+            LmModel::Trained { model, .. } => {
+                let s = mnemos_lm::score_tokens(model, ids).map_err(lm_error)?;
+                Ok(Likelihood {
+                    tokens: s.tokens,
+                    nll: s.nll,
+                    perplexity: s.perplexity,
+                })
+            }
+            LmModel::Anchor { model, window } => {
+                let s = mnemos_llama::score(model, ids, *window, None).map_err(llama_error)?;
+                Ok(Likelihood {
+                    tokens: s.tokens,
+                    nll: s.nll,
+                    perplexity: s.perplexity,
+                })
+            }
+        }
+    }
+}
+
+/// Loads every model directory under `dir` (sorted by name). A directory
+/// without weights is skipped; one with weights that fail to load stops the
+/// start with its name, rather than serving a partial set silently.
+pub fn load_trained(dir: &Path) -> Result<BTreeMap<String, Arc<ServedLm>>> {
+    let mut models = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        tracing::warn!(dir = %dir.display(), "no trained language models directory");
+        return Ok(models);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.join(WEIGHTS_FILE).is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let fail = |e: mnemos_lm::LmError| {
+            EngineError::Unavailable(format!(
+                "cannot load language model `{name}` from {}: {e}",
+                path.display()
+            ))
+        };
+        let model = Lm::load(&path).map_err(fail)?;
+        let tokenizer = LmTokenizer::load(&path.join(TOKENIZER_FILE)).map_err(fail)?;
+        if tokenizer.vocab_size() > model.config().vocab_size {
+            return Err(EngineError::Unavailable(format!(
+                "language model `{name}`: tokenizer has {} tokens, the model {}",
+                tokenizer.vocab_size(),
+                model.config().vocab_size
+            )));
+        }
+        models.insert(
+            name.clone(),
+            Arc::new(ServedLm {
+                name,
+                model: LmModel::Trained { model, tokenizer },
+            }),
+        );
+    }
+    Ok(models)
+}
+
+/// Loads the anchor named in `settings`, or `None` (with a warning) when
+/// its GGUF file is not installed. A file that exists but fails to load
+/// stops the start.
+pub fn load_anchor(settings: &LmSettings) -> Result<Option<ServedLm>> {
+    if mnemos_llama::find_gguf(&settings.anchor_dir).is_err() {
+        tracing::warn!(
+            dir = %settings.anchor_dir.display(),
+            "no GGUF anchor model installed (scripts/install-models.sh); {} is not served",
+            settings.anchor_name
+        );
+        return Ok(None);
+    }
+    let format = match settings.anchor_weights.as_str() {
+        "q8_0" => WeightFormat::Q8_0,
+        "native" => WeightFormat::Native,
+        _ => WeightFormat::F32,
+    };
+    let model = Llama::load_with(&settings.anchor_dir, format).map_err(|e| {
+        EngineError::Unavailable(format!(
+            "cannot load the anchor model `{}`: {e}",
+            settings.anchor_name
+        ))
+    })?;
+    Ok(Some(ServedLm {
+        name: settings.anchor_name.clone(),
+        model: LmModel::Anchor {
+            model,
+            window: settings.anchor_score_window,
+        },
+    }))
+}
