@@ -40,6 +40,14 @@ pub struct LmSettings {
     /// Longest stretch of text the anchor scores in one pass; longer texts
     /// are scored in consecutive windows of this many tokens.
     pub anchor_score_window: usize,
+    /// The anchor's hierarchical memory bank (the output of `mnemos train
+    /// memory`); none there, no memory (requests report no path).
+    pub memory_bank_dir: PathBuf,
+    /// Per tree level, the cosine between a text's embedding and the node
+    /// on its path below which the path is cut there (the last value holds
+    /// for deeper levels): text unlike the bank's runs on the bare anchor,
+    /// text near a topic but no leaf gets the topic's blocks only.
+    pub memory_min_similarity: Vec<f32>,
     /// Requests waiting beyond the workers before new ones get 503.
     pub queue_capacity: usize,
 }
@@ -58,6 +66,8 @@ impl Default for LmSettings {
             anchor_name: "smollm2-135m".into(),
             anchor_weights: "f32".into(),
             anchor_score_window: 1024,
+            memory_bank_dir: PathBuf::from("models/trained/memory-bank"),
+            memory_min_similarity: vec![0.3, 0.6],
             queue_capacity: 64,
         }
     }
@@ -104,6 +114,16 @@ impl LmSettings {
             ));
         }
         in_range("lm.anchor_score_window", self.anchor_score_window, 2..=8192)?;
+        if self
+            .memory_min_similarity
+            .iter()
+            .any(|c| !(-1.0..=1.0).contains(c))
+        {
+            return Err(invalid(
+                "lm.memory_min_similarity",
+                "must be cosines in -1..=1",
+            ));
+        }
         Ok(())
     }
 

@@ -10,14 +10,19 @@
 //!   a KV cache ([`LlamaCache`]) and optional [`FfnUnits`].
 //! - [`score`] and [`generate`]: what the LM routes serve.
 //!
-//! Inference only: the fused RMSNorm, softmax and rotary kernels used here
-//! have no backward pass in candle (PITFALLS).
+//! - [`train_units`]: trains appended units with the anchor frozen.
+//!
+//! Inference uses candle's fused RMSNorm, softmax and rotary kernels, which
+//! have no backward pass (PITFALLS); training runs the same blocks in plain
+//! ops, over f32 weights (quantized products have no backward either).
 
 mod config;
 mod error;
 mod model;
+mod ops;
 mod run;
 pub mod tokenizer;
+mod train;
 mod units;
 
 pub use config::LlamaConfig;
@@ -25,4 +30,5 @@ pub use error::{LlamaError, Result};
 pub use model::{find_gguf, Llama, LlamaCache, WeightFormat, MAX_POSITIONS};
 pub use run::{chat_prompt, generate, score, Score};
 pub use tokenizer::SpecialTokens;
+pub use train::{train_units, TrainText, UnitTraining, UnitTrainingReport};
 pub use units::{FfnUnits, UnitWeights};

@@ -22,6 +22,7 @@ use mnemos_models_core::ModelError;
 
 use crate::config::LlamaConfig;
 use crate::error::{LlamaError, Result};
+use crate::ops::{causal_mask, rotary_tables, BlockStep, Ops};
 use crate::tokenizer::{self, SpecialTokens};
 use crate::units::FfnUnits;
 
@@ -77,6 +78,7 @@ pub struct Llama {
     tokenizer: Tokenizer,
     special: SpecialTokens,
     parameters: usize,
+    format: WeightFormat,
     path: PathBuf,
 }
 
@@ -234,8 +236,14 @@ impl Llama {
             tokenizer,
             special,
             parameters,
+            format,
             path,
         })
+    }
+
+    /// How the projections are held.
+    pub fn weight_format(&self) -> WeightFormat {
+        self.format
     }
 
     /// The model's shape.
@@ -300,8 +308,61 @@ impl Llama {
         cache: &mut LlamaCache,
         units: Option<&FfnUnits>,
     ) -> Result<Tensor> {
+        let x = self.embed(tokens, cache.len)?;
         let t = tokens.len();
-        let start = cache.len;
+        let x = self.run_blocks(x, 0..self.blocks.len(), cache, units, Ops::Fused)?;
+        cache.len += t;
+        let x = Ops::Fused.rms_norm(&x, &self.norm, self.config.norm_eps)?;
+        Ok(x.squeeze(0)?)
+    }
+
+    /// The residual stream `[1, t, dim]` entering block `first` for a
+    /// sequence starting at position 0, without memory units: what stays
+    /// fixed while units in blocks `first..` train, so it is computed once
+    /// per training text.
+    pub fn hidden_before(&self, tokens: &[u32], first: usize) -> Result<Tensor> {
+        if first > self.blocks.len() {
+            return Err(LlamaError::InvalidInput(format!(
+                "block {first} does not exist (the model has {})",
+                self.blocks.len()
+            )));
+        }
+        let x = self.embed(tokens, 0)?;
+        let mut cache = LlamaCache::new();
+        self.run_blocks(x, 0..first, &mut cache, None, Ops::Fused)
+    }
+
+    /// Next-token logits `[t, vocab]` from the residual stream `x` entering
+    /// block `first` (see [`Self::hidden_before`]), through blocks
+    /// `first..` with `units`, in ops that carry gradients to the units.
+    /// Needs f32 weights: candle's quantized products have no backward.
+    pub fn train_logits(&self, x: &Tensor, first: usize, units: &FfnUnits) -> Result<Tensor> {
+        if self.format != WeightFormat::F32 {
+            return Err(LlamaError::InvalidInput(
+                "training memory units needs the anchor loaded with f32 weights".into(),
+            ));
+        }
+        if let Some(&l) = units.layers.keys().find(|&&l| l < first) {
+            return Err(LlamaError::InvalidInput(format!(
+                "units in block {l} lie below the first trained block {first}"
+            )));
+        }
+        let mut cache = LlamaCache::new();
+        let x = self.run_blocks(
+            x.clone(),
+            first..self.blocks.len(),
+            &mut cache,
+            Some(units),
+            Ops::Differentiable,
+        )?;
+        let x = Ops::Differentiable.rms_norm(&x, &self.norm, self.config.norm_eps)?;
+        self.logits(&x.squeeze(0)?)
+    }
+
+    /// Embeddings `[1, t, dim]` of `tokens`, checked against the vocabulary
+    /// and the context left after `start` positions.
+    fn embed(&self, tokens: &[u32], start: usize) -> Result<Tensor> {
+        let t = tokens.len();
         if t == 0 {
             return Err(LlamaError::InvalidInput("no tokens to run".into()));
         }
@@ -321,32 +382,41 @@ impl Llama {
                 self.config.vocab_size
             )));
         }
+        let ids = Tensor::new(tokens, &Device::Cpu)?;
+        Ok(self.embeddings.embedding(&ids)?.unsqueeze(0)?)
+    }
+
+    /// Blocks `range` over `x: [1, t, dim]`, whose first position is
+    /// `cache.len` (the cache is not advanced here).
+    fn run_blocks(
+        &self,
+        mut x: Tensor,
+        range: std::ops::Range<usize>,
+        cache: &mut LlamaCache,
+        units: Option<&FfnUnits>,
+        ops: Ops,
+    ) -> Result<Tensor> {
+        let (start, t) = (cache.len, x.dim(1)?);
         if let Some(u) = units {
             u.check(self.config.layers, self.config.dim)?;
         }
         if cache.layers.len() != self.blocks.len() {
             cache.layers = vec![None; self.blocks.len()];
         }
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let mut x = self.embeddings.embedding(&ids)?.unsqueeze(0)?;
         let cos = self.cos.narrow(0, start, t)?;
         let sin = self.sin.narrow(0, start, t)?;
         let mask = causal_mask(t, start, self.config.heads / self.config.kv_heads)?;
-        for (l, block) in self.blocks.iter().enumerate() {
+        for l in range {
             let extra = units.and_then(|u| u.layers.get(&l));
-            x = self.block_forward(
-                block,
-                &x,
-                &cos,
-                &sin,
-                mask.as_ref(),
-                &mut cache.layers[l],
-                extra,
-            )?;
+            let step = BlockStep {
+                cos: &cos,
+                sin: &sin,
+                mask: mask.as_ref(),
+                ops,
+            };
+            x = self.block_forward(&self.blocks[l], &x, &step, &mut cache.layers[l], extra)?;
         }
-        cache.len += t;
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.norm_eps as f32)?;
-        Ok(x.squeeze(0)?)
+        Ok(x)
     }
 
     /// Next-token logits `[t, vocab]` of hidden states from
@@ -355,29 +425,26 @@ impl Llama {
         Ok(self.output.forward(&hidden.contiguous()?)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn block_forward(
         &self,
         b: &Block,
         x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
+        step: &BlockStep,
         cache: &mut Option<(Tensor, Tensor)>,
         extra: Option<&crate::units::UnitWeights>,
     ) -> Result<Tensor> {
         let c = &self.config;
         let (hd, t) = (c.head_dim(), x.dim(1)?);
-        let eps = c.norm_eps as f32;
-        let h = candle_nn::ops::rms_norm(x, &b.attn_norm, eps)?;
+        let (ops, eps) = (step.ops, c.norm_eps);
+        let h = ops.rms_norm(x, &b.attn_norm, eps)?;
         let heads = |p: &QMatMul, n: usize| -> Result<Tensor> {
             Ok(p.forward(&h)?
                 .reshape((1, t, n, hd))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = candle_nn::rotary_emb::rope_i(&heads(&b.wq, c.heads)?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope_i(&heads(&b.wk, c.kv_heads)?, cos, sin)?;
+        let q = ops.rope(&heads(&b.wq, c.heads)?, step.cos, step.sin)?;
+        let k = ops.rope(&heads(&b.wk, c.kv_heads)?, step.cos, step.sin)?;
         let v = heads(&b.wv, c.kv_heads)?;
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
@@ -389,11 +456,11 @@ impl Llama {
         let rep = c.heads / c.kv_heads;
         let q = q.reshape((1, c.kv_heads, rep * t, hd))?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let scores = match mask {
+        let scores = match step.mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
         };
-        let att = candle_nn::ops::softmax_last_dim(&scores)?;
+        let att = ops.softmax(&scores)?;
         let y = att
             .matmul(&v)?
             .reshape((1, c.heads, t, hd))?
@@ -401,7 +468,7 @@ impl Llama {
             .reshape((1, t, c.dim))?;
         let x = (x + b.wo.forward(&y)?)?;
 
-        let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, eps)?;
+        let h = ops.rms_norm(&x, &b.ffn_norm, eps)?;
         let hidden = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
         let mut ffn = b.down.forward(&hidden)?;
         if let Some(u) = extra {
@@ -437,60 +504,9 @@ impl Llama {
     }
 }
 
-/// Rotary cosines and sines `[positions, head_dim / 2]`.
-fn rotary_tables(c: &LlamaConfig) -> Result<(Tensor, Tensor)> {
-    let hd = c.head_dim();
-    let n = c.context_length.min(MAX_POSITIONS);
-    let inv: Vec<f32> = (0..hd / 2)
-        .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f32 / hd as f32))
-        .collect();
-    let mut angles = Vec::with_capacity(n * hd / 2);
-    for p in 0..n {
-        angles.extend(inv.iter().map(|f| p as f32 * f));
-    }
-    let angles = Tensor::from_vec(angles, (n, hd / 2), &Device::Cpu)?;
-    Ok((angles.cos()?, angles.sin()?))
-}
-
-/// Additive causal mask `[rep·t, start + t]` for `t` new positions after
-/// `start` cached ones, repeated for the `rep` query heads that share a
-/// key head; `None` for a single position (it sees everything).
-fn causal_mask(t: usize, start: usize, rep: usize) -> Result<Option<Tensor>> {
-    if t == 1 {
-        return Ok(None);
-    }
-    let total = start + t;
-    let mut m = Vec::with_capacity(rep * t * total);
-    for _ in 0..rep {
-        for i in 0..t {
-            m.extend((0..total).map(|j| {
-                if j <= start + i {
-                    0f32
-                } else {
-                    f32::NEG_INFINITY
-                }
-            }));
-        }
-    }
-    Ok(Some(Tensor::from_vec(m, (rep * t, total), &Device::Cpu)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mask_lets_each_position_see_itself_and_the_past() -> Result<()> {
-        let m = causal_mask(2, 1, 2)?.expect("mask").to_vec2::<f32>()?;
-        assert_eq!(m.len(), 4);
-        for rep in 0..2 {
-            assert_eq!(m[rep * 2][..2], [0.0, 0.0]);
-            assert!(m[rep * 2][2].is_infinite());
-            assert!(m[rep * 2 + 1].iter().all(|v| *v == 0.0));
-        }
-        assert!(causal_mask(1, 5, 3)?.is_none());
-        Ok(())
-    }
 
     #[test]
     fn directories_resolve_to_their_one_gguf_file() {

@@ -16,6 +16,7 @@ pub mod fusion;
 pub mod hypencoder;
 mod images;
 pub mod lm;
+mod lm_memory;
 mod lm_models;
 mod open;
 mod search;

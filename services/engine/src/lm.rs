@@ -13,6 +13,7 @@ use mnemos_api::{
 };
 use mnemos_config::LmSettings;
 use mnemos_lm::GenerateOptions;
+use mnemos_models_core::Encoder;
 use tokio::sync::Semaphore;
 
 pub use crate::lm_models::{load_anchor, load_trained, LmModel, ServedLm};
@@ -32,10 +33,14 @@ pub struct LmService {
     pending: Arc<AtomicUsize>,
 }
 
-/// Loads the trained models under `settings.models_dir` and the anchor.
-pub fn load_models(settings: &LmSettings) -> Result<BTreeMap<String, Arc<ServedLm>>> {
+/// Loads the trained models under `settings.models_dir` and the anchor
+/// (with its memory bank, routed by `encoder`).
+pub fn load_models(
+    settings: &LmSettings,
+    encoder: Option<Arc<dyn Encoder>>,
+) -> Result<BTreeMap<String, Arc<ServedLm>>> {
     let mut models = load_trained(&settings.models_dir)?;
-    if let Some(anchor) = load_anchor(settings)? {
+    if let Some(anchor) = load_anchor(settings, encoder)? {
         if models.contains_key(&anchor.name) {
             return Err(EngineError::Unavailable(format!(
                 "two language models are named `{}` (lm.anchor_name and a directory in {})",
@@ -49,10 +54,11 @@ pub fn load_models(settings: &LmSettings) -> Result<BTreeMap<String, Arc<ServedL
 }
 
 impl LmService {
-    /// Loads the models configured under `[lm]`.
-    pub async fn open(settings: &LmSettings) -> Result<Self> {
+    /// Loads the models configured under `[lm]`; `encoder` (the dense
+    /// backend's) routes texts into the anchor's memory bank.
+    pub async fn open(settings: &LmSettings, encoder: Option<Arc<dyn Encoder>>) -> Result<Self> {
         let s = settings.clone();
-        let models = blocking(move || load_models(&s)).await?;
+        let models = blocking(move || load_models(&s, encoder)).await?;
         tracing::info!(models = models.len(), "language models loaded");
         Ok(Self {
             models,
@@ -153,6 +159,7 @@ impl LmService {
             req.prompt
         };
         let name = req.model.clone();
+        let mode = req.memory;
         self.run(move || {
             let started = Instant::now();
             let ids = served.encode(&prompt)?;
@@ -164,7 +171,8 @@ impl LmService {
                     context - 1
                 )));
             }
-            let out = served.generate(&ids, &options)?;
+            let (units, memory) = served.memory_for(&prompt, mode)?;
+            let out = served.generate(&ids, &options, units.as_ref())?;
             let text = served.decode(&out)?;
             let secs = started.elapsed().as_secs_f64();
             Ok(LmGenerateResponse {
@@ -174,7 +182,7 @@ impl LmService {
                 tokens: out.len(),
                 took_ms: secs * 1e3,
                 tokens_per_s: out.len() as f64 / secs.max(1e-9),
-                memory: None,
+                memory,
             })
         })
         .await
@@ -191,6 +199,7 @@ impl LmService {
         }
         let name = req.model.clone();
         let text = req.text;
+        let mode = req.memory;
         self.run(move || {
             let started = Instant::now();
             let ids = served.encode(&text)?;
@@ -200,14 +209,15 @@ impl LmService {
                     ids.len()
                 )));
             }
-            let s = served.score(&ids)?;
+            let (units, memory) = served.memory_for(&text, mode)?;
+            let s = served.score(&ids, units.as_ref())?;
             Ok(LmScoreResponse {
                 model: name,
                 tokens: s.tokens,
                 nll: s.nll,
                 perplexity: s.perplexity,
                 took_ms: started.elapsed().as_secs_f64() * 1e3,
-                memory: None,
+                memory,
             })
         })
         .await

@@ -8,17 +8,25 @@ use std::sync::Arc;
 
 use mnemos_api::LmModelInfo;
 use mnemos_config::LmSettings;
-use mnemos_llama::{Llama, WeightFormat};
+use mnemos_llama::{FfnUnits, Llama, WeightFormat};
 use mnemos_lm::{GenerateOptions, Lm, LmTokenizer, MemoryVariant, TOKENIZER_FILE, WEIGHTS_FILE};
 
+use mnemos_api::{LmMemoryMode, LmMemoryUsed};
+
+use crate::lm_memory::AnchorMemory;
 use crate::{EngineError, Result};
 
 /// The weights and tokenizer of one served model.
 pub enum LmModel {
     /// Trained here: a small transformer, maybe with memory layers.
     Trained { model: Lm, tokenizer: LmTokenizer },
-    /// A pretrained GGUF model; `window` is its scoring window.
-    Anchor { model: Llama, window: usize },
+    /// A pretrained GGUF model; `window` is its scoring window, `memory`
+    /// its hierarchical memory bank if one is installed.
+    Anchor {
+        model: Llama,
+        window: usize,
+        memory: Option<Box<AnchorMemory>>,
+    },
 }
 
 /// One served model.
@@ -119,8 +127,44 @@ impl ServedLm {
         }
     }
 
-    /// New tokens after `prompt`; the model's end-of-text token stops it.
-    pub fn generate(&self, prompt: &[u32], options: &GenerateOptions) -> Result<Vec<u32>> {
+    /// The memory a request on `text` runs with: for an anchor with a
+    /// bank, the path `text` selects (`auto`) or none; otherwise nothing
+    /// to report.
+    pub fn memory_for(
+        &self,
+        text: &str,
+        mode: LmMemoryMode,
+    ) -> Result<(Option<FfnUnits>, Option<LmMemoryUsed>)> {
+        let LmModel::Anchor {
+            memory: Some(memory),
+            ..
+        } = &self.model
+        else {
+            return Ok((None, None));
+        };
+        match mode {
+            LmMemoryMode::None => Ok((
+                None,
+                Some(LmMemoryUsed {
+                    path: Vec::new(),
+                    params: 0,
+                }),
+            )),
+            LmMemoryMode::Auto => {
+                let (units, used) = memory.fetch(text)?;
+                Ok((units, Some(used)))
+            }
+        }
+    }
+
+    /// New tokens after `prompt`, with `units` appended (anchor only); the
+    /// model's end-of-text token stops it.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        units: Option<&FfnUnits>,
+    ) -> Result<Vec<u32>> {
         match &self.model {
             LmModel::Trained { model, tokenizer } => {
                 let mut options = options.clone();
@@ -128,13 +172,13 @@ impl ServedLm {
                 mnemos_lm::generate(model, prompt, &options).map_err(lm_error)
             }
             LmModel::Anchor { model, .. } => {
-                mnemos_llama::generate(model, prompt, options, None).map_err(llama_error)
+                mnemos_llama::generate(model, prompt, options, units).map_err(llama_error)
             }
         }
     }
 
-    /// The likelihood of `ids[1..]`.
-    pub fn score(&self, ids: &[u32]) -> Result<Likelihood> {
+    /// The likelihood of `ids[1..]`, with `units` appended (anchor only).
+    pub fn score(&self, ids: &[u32], units: Option<&FfnUnits>) -> Result<Likelihood> {
         match &self.model {
             LmModel::Trained { model, .. } => {
                 let s = mnemos_lm::score_tokens(model, ids).map_err(lm_error)?;
@@ -144,8 +188,8 @@ impl ServedLm {
                     perplexity: s.perplexity,
                 })
             }
-            LmModel::Anchor { model, window } => {
-                let s = mnemos_llama::score(model, ids, *window, None).map_err(llama_error)?;
+            LmModel::Anchor { model, window, .. } => {
+                let s = mnemos_llama::score(model, ids, *window, units).map_err(llama_error)?;
                 Ok(Likelihood {
                     tokens: s.tokens,
                     nll: s.nll,
@@ -197,10 +241,14 @@ pub fn load_trained(dir: &Path) -> Result<BTreeMap<String, Arc<ServedLm>>> {
     Ok(models)
 }
 
-/// Loads the anchor named in `settings`, or `None` (with a warning) when
-/// its GGUF file is not installed. A file that exists but fails to load
-/// stops the start.
-pub fn load_anchor(settings: &LmSettings) -> Result<Option<ServedLm>> {
+/// Loads the anchor named in `settings`, with its memory bank if one is
+/// installed (routed by `encoder`), or `None` (with a warning) when its
+/// GGUF file is not installed. A file that exists but fails to load stops
+/// the start.
+pub fn load_anchor(
+    settings: &LmSettings,
+    encoder: Option<Arc<dyn mnemos_models_core::Encoder>>,
+) -> Result<Option<ServedLm>> {
     if mnemos_llama::find_gguf(&settings.anchor_dir).is_err() {
         tracing::warn!(
             dir = %settings.anchor_dir.display(),
@@ -220,11 +268,17 @@ pub fn load_anchor(settings: &LmSettings) -> Result<Option<ServedLm>> {
             settings.anchor_name
         ))
     })?;
+    let memory = AnchorMemory::open(
+        &settings.memory_bank_dir,
+        encoder,
+        &settings.memory_min_similarity,
+    )?;
     Ok(Some(ServedLm {
         name: settings.anchor_name.clone(),
         model: LmModel::Anchor {
             model,
             window: settings.anchor_score_window,
+            memory: memory.map(Box::new),
         },
     }))
 }

@@ -126,7 +126,10 @@ impl Engine {
         };
 
         let lm = if settings.lm.enabled {
-            Some(Arc::new(crate::LmService::open(&settings.lm).await?))
+            let encoder = text_encoder.clone().map(|e| -> Arc<dyn Encoder> { e });
+            Some(Arc::new(
+                crate::LmService::open(&settings.lm, encoder).await?,
+            ))
         } else {
             None
         };

@@ -52,6 +52,71 @@ pub enum TrainCommand {
     /// `training.json` (validation perplexity, training and generation
     /// tokens/s).
     Lm(TrainLmArgs),
+    /// Build and train a hierarchical memory bank for the anchor LM
+    /// (`lm.anchor_dir`, SmolLM2): MiniLM embeddings of a seeded sample of
+    /// the corpus, hierarchical k-means, one block of appended SwiGLU
+    /// units per node trained top-down with the anchor frozen; then the
+    /// perplexity of the anchor alone vs with memory on trained, held-out
+    /// and general text. Writes the bank and `training.json` to `--out`.
+    Memory(TrainMemoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainMemoryArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The bank directory to create (must not hold a bank yet).
+    #[arg(long, default_value = "models/trained/memory-bank")]
+    pub out: PathBuf,
+    /// BEIR corpus directory or `corpus.jsonl` (the knowledge corpus).
+    #[arg(long, default_value = "../shared/data/beir/scifact")]
+    pub corpus: PathBuf,
+    /// Documents in the bank (a seeded sample of the corpus).
+    #[arg(long, default_value_t = 256)]
+    pub documents: usize,
+    /// Documents held out (same corpus, never trained on) for evaluation.
+    #[arg(long, default_value_t = 64)]
+    pub held_out: usize,
+    /// Anchor tokens per document.
+    #[arg(long, default_value_t = 96)]
+    pub max_tokens: usize,
+    /// Tree levels below the root.
+    #[arg(long, default_value_t = 2)]
+    pub levels: usize,
+    /// Children per node.
+    #[arg(long, default_value_t = 4)]
+    pub branching: usize,
+    /// First anchor block with memory units (all later blocks get them).
+    #[arg(long, default_value_t = 26)]
+    pub first_layer: usize,
+    /// Units per block for each level, comma-separated (level 1 first).
+    #[arg(long, value_delimiter = ',', default_value = "128,64")]
+    pub units: Vec<usize>,
+    /// Epochs per level, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "3,6")]
+    pub epochs: Vec<usize>,
+    /// Learning rate per level, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "3e-3,1e-2")]
+    pub lr: Vec<f64>,
+    /// Documents per update.
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    /// Routing thresholds of the evaluation per level, comma-separated
+    /// (cosine to the node's centroid below which the path is cut).
+    #[arg(long, value_delimiter = ',', default_value = "0.3,0.6")]
+    pub min_similarity: Vec<f32>,
+    /// Evaluate the bank already in `--out` (same seed and sample sizes)
+    /// instead of training one.
+    #[arg(long)]
+    pub eval_only: bool,
+    /// General text for the evaluation (its last 10% is used).
+    #[arg(long, default_value = "../shared/data/text/wikitext-2-valid.txt")]
+    pub general_text: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +337,8 @@ pub fn load_settings(
     s.visual.model_dir = resolve_model_dir(&s.visual.model_dir);
     s.hypencoder.model_dir = resolve_model_dir(&s.hypencoder.model_dir);
     s.lm.models_dir = resolve_model_dir(&s.lm.models_dir);
+    s.lm.anchor_dir = resolve_model_dir(&s.lm.anchor_dir);
+    s.lm.memory_bank_dir = resolve_model_dir(&s.lm.memory_bank_dir);
     s.validate()?;
     Ok(s)
 }

@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
     let threads = match &cli.command {
         Command::Train(TrainCommand::Hypencoder(a)) => all_cores(a.threads),
         Command::Train(TrainCommand::Lm(a)) => all_cores(a.threads),
+        Command::Train(TrainCommand::Memory(a)) => all_cores(a.threads),
         _ => "1".to_string(),
     };
     for (key, value) in [
@@ -103,5 +104,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             train::hypencoder(&s, a)
         }
         Command::Train(TrainCommand::Lm(a)) => train::lm(a),
+        Command::Train(TrainCommand::Memory(a)) => {
+            let s = load_settings(cli.config.as_ref(), &a.common, None)?;
+            train::memory(&s, a)
+        }
     }
 }

@@ -5,7 +5,7 @@
 use mnemos_config::Settings;
 use mnemos_hypencoder_train::TrainConfig;
 
-use crate::cli::{resolve_model_dir, TrainHypencoderArgs, TrainLmArgs};
+use crate::cli::{resolve_model_dir, TrainHypencoderArgs, TrainLmArgs, TrainMemoryArgs};
 
 /// Trains the Hypencoder over the configured dense encoder.
 pub fn hypencoder(settings: &Settings, a: &TrainHypencoderArgs) -> anyhow::Result<()> {
@@ -101,6 +101,62 @@ pub fn lm(a: &TrainLmArgs) -> anyhow::Result<()> {
             config.out.display()
         );
     }
+    Ok(())
+}
+
+/// Builds, trains and evaluates a memory bank for the anchor.
+pub fn memory(settings: &Settings, a: &TrainMemoryArgs) -> anyhow::Result<()> {
+    let config = mnemos_memory_train::MemoryTrainConfig {
+        corpus: a.corpus.clone(),
+        anchor_dir: settings.lm.anchor_dir.clone(),
+        encoder_dir: settings.dense.model_dir.clone(),
+        out: a.out.clone(),
+        documents: a.documents,
+        held_out: a.held_out,
+        max_tokens: a.max_tokens,
+        levels: a.levels,
+        branching: a.branching,
+        first_layer: a.first_layer,
+        units_per_level: a.units.clone(),
+        epochs_per_level: a.epochs.clone(),
+        lr_per_level: a.lr.clone(),
+        batch: a.batch,
+        min_similarity: a.min_similarity.clone(),
+        eval_only: a.eval_only,
+        general_text: a.general_text.clone(),
+        seed: a.seed,
+        ..Default::default()
+    };
+    let r = mnemos_memory_train::run(&config)?;
+    let t = &r.train;
+    println!(
+        "bank: {} blocks, {} parameters ({:.1} MB on disk); one path fetches {} parameters = {:.2}% of the anchor's {}",
+        t.blocks.len(),
+        t.bank_parameters,
+        t.bank_bytes as f64 / 1e6,
+        t.path_parameters,
+        100.0 * t.path_parameters as f64 / t.anchor_parameters as f64,
+        t.anchor_parameters
+    );
+    let per_block: Vec<f64> = t.blocks.iter().map(|b| b.secs).collect();
+    println!(
+        "embedding {:.1} s, anchor states {:.1} s, training {:.1} s ({:.1} s per block on average)",
+        t.embed_secs,
+        t.prepare_secs,
+        t.train_secs,
+        per_block.iter().sum::<f64>() / per_block.len().max(1) as f64
+    );
+    println!(
+        "{:<10} {:>6} {:>7} {:>12} {:>12} {:>9}",
+        "set", "texts", "routed", "anchor ppl", "memory ppl", "change"
+    );
+    for s in &r.evaluation.sets {
+        println!(
+            "{:<10} {:>6} {:>7} {:>12.2} {:>12.2} {:>+8.1}%",
+            s.name, s.texts, s.routed, s.anchor_perplexity, s.memory_perplexity, s.change_percent
+        );
+    }
+    println!("report: {}", config.out.join("training.json").display());
     Ok(())
 }
 

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 pub use corpus::{split_validation, Corpus};
 pub use fit::{train_model, EvalPoint, ModelReport};
-pub use generation::{GenerationConfig, GenerationReport};
+pub use generation::{measure as measure_generation, GenerationConfig, GenerationReport};
 pub use presets::{ModelShape, Preset};
 
 /// Errors of the training pipeline.

@@ -266,3 +266,161 @@ async fn the_anchor_is_served_answers_in_chat_and_scores_text() {
     .await;
     assert!(r["perplexity"].as_f64().unwrap() > 2.0 * ppl, "{r} vs {s}");
 }
+
+/// A small bank over four documents, built with the real encoder, whose
+/// blocks are untrained but active (non-zero `up`): enough to see routing,
+/// fetching and the effect on the anchor through the API.
+fn write_bank(dir: &std::path::Path, encoder_dir: &std::path::Path) -> Vec<String> {
+    use mnemos_membank::{Bank, BankConfig, BlockMeta, Tree, TreeParams};
+    use mnemos_models_core::Encoder;
+    let docs = [
+        (
+            "heart",
+            "Myocardial infarction follows occlusion of a coronary artery.",
+        ),
+        (
+            "insulin",
+            "Insulin resistance precedes type 2 diabetes in obese adults.",
+        ),
+        (
+            "tumour",
+            "Tumour suppressor p53 mutations are common in human cancers.",
+        ),
+        (
+            "virus",
+            "Influenza virus haemagglutinin binds sialic acid receptors.",
+        ),
+    ];
+    let encoder =
+        mnemos_text::MiniLmEncoder::load(encoder_dir, Default::default()).expect("encoder");
+    let texts: Vec<&str> = docs.iter().map(|d| d.1).collect();
+    let vectors = encoder.embed(&texts).expect("embed").concat();
+    let ids: Vec<String> = docs.iter().map(|d| d.0.to_string()).collect();
+    let params = TreeParams {
+        levels: 2,
+        branching: 2,
+        ..TreeParams::default()
+    };
+    let tree = Tree::build(&vectors, 384, &ids, params).expect("tree");
+    let config = BankConfig {
+        anchor: "smollm2-135m".into(),
+        dim: 576,
+        layers: vec![28, 29],
+        units_per_level: vec![8, 4],
+        tree: params,
+    };
+    let mut bank = Bank::create(dir, config, tree).expect("bank");
+    let nodes: Vec<_> = bank
+        .tree()
+        .nodes()
+        .filter(|n| !n.id().is_root())
+        .map(|n| n.id().clone())
+        .collect();
+    for node in nodes {
+        let mut units = bank.init_block(&node, 3).expect("init");
+        for u in units.layers.values_mut() {
+            // Active units: a fresh block's `up` is zero and changes nothing.
+            u.up = (u.gate.clone() * 20.0).expect("scale");
+        }
+        let meta = BlockMeta {
+            node: node.clone(),
+            trained_on: bank.tree().documents_under(&node),
+            steps: 0,
+            final_loss: None,
+            train_secs: 0.0,
+            disabled: false,
+            version: 0,
+        };
+        bank.save_block(&node, &units, meta).expect("save");
+    }
+    ids
+}
+
+#[tokio::test]
+async fn the_memory_bank_is_routed_fetched_and_reported() {
+    let (Some(anchor), Some(encoder)) = (crate::common::smollm_dir(), crate::common::model_dir())
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_bank(&dir.path().join("bank"), &encoder);
+    let mut s = Loader::new().build().unwrap();
+    s.server.data_dir = dir.path().join("data");
+    s.dense.model_dir = encoder;
+    s.hypencoder.enabled = false;
+    s.visual.enabled = false;
+    s.lm.models_dir = dir.path().join("lm");
+    s.lm.anchor_dir = anchor;
+    s.lm.memory_bank_dir = dir.path().join("bank");
+    s.lm.memory_min_similarity = vec![0.2, -1.0];
+    let state = Arc::new(AppState::new(&s));
+    let (engine, _) = Engine::open(s).await.unwrap();
+    state.set_engine(Arc::new(engine));
+    state.mark_ready();
+    let app = app(state);
+
+    let text = "Occlusion of a coronary artery causes myocardial infarction in patients.";
+    let score = |memory: &'static str| {
+        let app = app.clone();
+        async move {
+            post(
+                &app,
+                "/v1/lm/score",
+                json!({"model": "smollm2-135m", "text": text, "memory": memory}),
+            )
+            .await
+        }
+    };
+    let (st, auto) = score("auto").await;
+    assert_eq!(st, StatusCode::OK, "{auto}");
+    let path: Vec<&str> = auto["memory"]["path"]
+        .as_array()
+        .expect("path")
+        .iter()
+        .map(|n| n.as_str().expect("node id"))
+        .collect();
+    // One node per level, top down (a one-document node is a leaf early).
+    assert!(!path.is_empty() && path.len() <= 2, "{auto}");
+    assert!(!path[0].contains('.'), "{auto}");
+    // 2 layers x 3 matrices x 576 x the units of each level on the path.
+    let units: usize = path
+        .iter()
+        .map(|n| if n.contains('.') { 4 } else { 8 })
+        .sum();
+    assert_eq!(auto["memory"]["params"], 2 * 3 * 576 * units, "{auto}");
+    let (_, none) = score("none").await;
+    assert_eq!(
+        none["memory"]["path"].as_array().map(Vec::len),
+        Some(0),
+        "{none}"
+    );
+    assert_eq!(none["memory"]["params"], 0);
+    let (a, n) = (auto["nll"].as_f64().unwrap(), none["nll"].as_f64().unwrap());
+    assert!(
+        (a - n).abs() > 1e-3,
+        "memory changed nothing: {auto} vs {none}"
+    );
+
+    // Text unlike the bank's falls below the threshold: no memory.
+    let (_, far) = post(
+        &app,
+        "/v1/lm/score",
+        json!({"model": "smollm2-135m",
+               "text": "The quarterback threw three touchdown passes in the final quarter."}),
+    )
+    .await;
+    assert_eq!(
+        far["memory"]["path"].as_array().map(Vec::len),
+        Some(0),
+        "{far}"
+    );
+
+    let (st, g) = post(
+        &app,
+        "/v1/lm/generate",
+        json!({"model": "smollm2-135m", "prompt": text, "max_tokens": 4, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{g}");
+    assert_eq!(g["memory"]["path"], auto["memory"]["path"], "{g}");
+}

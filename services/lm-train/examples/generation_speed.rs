@@ -1,0 +1,55 @@
+//! Decoding speed of trained models side by side: each round measures
+//! every model once (greedy, 128 new tokens, one thread, median of 10
+//! requests), rounds interleave the models so that a change in machine
+//! load hits them all alike, and the median over rounds is reported.
+//!
+//! ```sh
+//! cargo run --release -p mnemos-lm-train --example generation_speed -- \
+//!     models/trained/lm/tiny-2l models/trained/lm/tiny-4l \
+//!     models/trained/lm/tiny-2l-pkm models/trained/lm/tiny-2l-memplus
+//! ```
+
+use std::path::PathBuf;
+
+use mnemos_lm::{Lm, LmTokenizer, TOKENIZER_FILE};
+use mnemos_lm_train::{measure_generation, GenerationConfig};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dirs: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+    let rounds = 5;
+    let mut models = Vec::new();
+    for d in &dirs {
+        let model = Lm::load(d)?;
+        let tokenizer = LmTokenizer::load(&d.join(TOKENIZER_FILE))?;
+        models.push((
+            d.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            model,
+            tokenizer,
+        ));
+    }
+    let config = GenerationConfig::default();
+    let mut speeds = vec![Vec::new(); models.len()];
+    for round in 0..rounds {
+        for (i, (name, model, tokenizer)) in models.iter().enumerate() {
+            let r = measure_generation(model, tokenizer, &config)?;
+            println!("round {round} {name:<18} {:>8.0} tok/s", r.tokens_per_sec);
+            speeds[i].push(r.tokens_per_sec);
+        }
+    }
+    println!(
+        "\n{:<18} {:>12} {:>12}",
+        "model", "parameters", "median tok/s"
+    );
+    for ((name, model, _), mut s) in models.iter().zip(speeds) {
+        s.sort_by(f64::total_cmp);
+        println!(
+            "{name:<18} {:>12} {:>12.0}",
+            model.num_parameters(),
+            s[s.len() / 2]
+        );
+    }
+    Ok(())
+}
