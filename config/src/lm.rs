@@ -48,6 +48,10 @@ pub struct LmSettings {
     /// for deeper levels): text unlike the bank's runs on the bare anchor,
     /// text near a topic but no leaf gets the topic's blocks only.
     pub memory_min_similarity: Vec<f32>,
+    /// Documents upserted through the admin API are added to the memory
+    /// bank too (assigned to a leaf; the blocks on its path retrain in the
+    /// background). Removals always unlearn.
+    pub memory_learn_documents: bool,
     /// Requests waiting beyond the workers before new ones get 503.
     pub queue_capacity: usize,
 }
@@ -68,6 +72,7 @@ impl Default for LmSettings {
             anchor_score_window: 1024,
             memory_bank_dir: PathBuf::from("models/trained/memory-bank"),
             memory_min_similarity: vec![0.3, 0.6],
+            memory_learn_documents: true,
             queue_capacity: 64,
         }
     }

@@ -40,6 +40,7 @@ pub struct Bank {
     tree: Tree,
     blocks: BTreeMap<NodeId, BlockRecord>,
     cache: Mutex<HashMap<NodeId, FfnUnits>>,
+    texts: BTreeMap<String, String>,
 }
 
 impl Bank {
@@ -73,6 +74,7 @@ impl Bank {
             tree,
             blocks: BTreeMap::new(),
             cache: Mutex::default(),
+            texts: BTreeMap::new(),
         })
     }
 
@@ -122,6 +124,7 @@ impl Bank {
             tree,
             blocks,
             cache: Mutex::default(),
+            texts: crate::texts::load(dir)?,
         })
     }
 
@@ -338,10 +341,13 @@ impl Bank {
         Ok(path)
     }
 
-    /// Takes a document out of the tree ([`Tree::remove`]) and saves the
-    /// tree. Its blocks are untouched: see
+    /// Takes a document out of the tree ([`Tree::remove`]) and out of the
+    /// texts, and saves both. Its blocks are untouched: see
     /// [`Bank::disable_blocks_trained_on`].
     pub fn remove_document(&mut self, id: &str) -> Result<Option<Vec<NodeId>>> {
+        if self.texts.remove(id).is_some() {
+            crate::texts::save(&self.dir, &self.texts)?;
+        }
         let Some(path) = self.tree.remove(id) else {
             return Ok(None);
         };
@@ -352,6 +358,56 @@ impl Bank {
             return Err(e);
         }
         Ok(Some(path))
+    }
+
+    /// Forgets `node`'s block: a node left without documents (its last
+    /// one unlearned) has nothing to hold. The manifest is written first
+    /// (durable), then the file is deleted; a crash in between leaves an
+    /// orphan file that nothing reads.
+    pub fn drop_block(&mut self, node: &NodeId) -> Result<()> {
+        let Some(record) = self.blocks.remove(node) else {
+            return Ok(());
+        };
+        if let Err(e) = self.write_manifest() {
+            self.blocks.insert(node.clone(), record);
+            return Err(e);
+        }
+        self.cache().remove(node);
+        let path = self.block_path(node);
+        if path.exists() {
+            fs::remove_file(&path).map_err(BankError::io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// The texts of the bank's documents (what blocks are retrained from).
+    pub fn texts(&self) -> &BTreeMap<String, String> {
+        &self.texts
+    }
+
+    /// Records document texts (replacing those of the same ids), durably.
+    pub fn set_texts(&mut self, texts: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+        self.texts.extend(texts);
+        crate::texts::save(&self.dir, &self.texts)
+    }
+
+    /// Records how each level is trained and the tokens per document,
+    /// durably (see [`BankConfig::training`]).
+    pub fn set_training(
+        &mut self,
+        training: Vec<crate::LevelTraining>,
+        max_tokens: usize,
+    ) -> Result<()> {
+        if training.len() != self.config.tree.levels {
+            return Err(BankError::InvalidInput(format!(
+                "{} training entries for {} levels",
+                training.len(),
+                self.config.tree.levels
+            )));
+        }
+        self.config.training = training;
+        self.config.max_tokens = max_tokens;
+        self.write_manifest()
     }
 
     /// The shape of `node`'s block; the root and unknown nodes have none.

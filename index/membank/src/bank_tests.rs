@@ -19,6 +19,8 @@ fn config() -> BankConfig {
             iterations: 25,
             seed: 5,
         },
+        training: Vec::new(),
+        max_tokens: 0,
     }
 }
 

@@ -22,12 +22,14 @@ mod manifest;
 mod node;
 #[cfg(test)]
 mod testing;
+mod texts;
 mod tree;
 mod tree_file;
 
 pub use bank::{Bank, BLOCKS_DIR};
 pub use error::{BankError, Result};
-pub use manifest::{BankConfig, BlockMeta, MANIFEST_FILE};
+pub use manifest::{BankConfig, BlockMeta, LevelTraining, MANIFEST_FILE};
 pub use node::NodeId;
+pub use texts::TEXTS_FILE;
 pub use tree::{Node, Tree, TreeParams, TreeStats};
 pub use tree_file::TREE_FILE;

@@ -38,6 +38,24 @@ pub struct BankConfig {
     pub units_per_level: Vec<usize>,
     /// How the bank's tree is (or was) built.
     pub tree: TreeParams,
+    /// How each level's blocks are trained (index 0 is level 1), so that
+    /// a block can be retrained later — after an unlearning or an added
+    /// document — as it was trained first. Empty: not recorded.
+    #[serde(default)]
+    pub training: Vec<LevelTraining>,
+    /// Anchor tokens of each document a block is trained on (0: not
+    /// recorded).
+    #[serde(default)]
+    pub max_tokens: usize,
+}
+
+/// How the blocks of one level are trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelTraining {
+    pub epochs: usize,
+    pub learning_rate: f64,
+    /// Documents per update.
+    pub batch: usize,
 }
 
 impl BankConfig {

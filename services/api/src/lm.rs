@@ -119,3 +119,38 @@ pub struct LmScoreResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<LmMemoryUsed>,
 }
+
+/// One retraining of a memory block.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LmMemoryJob {
+    /// The bank node whose block is (re)trained.
+    pub node: String,
+    /// Why: `unlearn` (a document it was trained on was removed) or `add`
+    /// (a document was assigned to it).
+    pub reason: String,
+    /// `running`, `done`, `dropped` (no document left under the node, so
+    /// its block is deleted), `failed`, or `superseded` (its documents
+    /// changed while it ran; it is queued again and its result dropped).
+    pub state: String,
+    /// Documents the block is trained on.
+    pub documents: usize,
+    pub steps: usize,
+    pub total_steps: usize,
+    /// Mean training loss of the last epoch, when done.
+    pub loss: Option<f64>,
+    pub secs: f64,
+    /// What went wrong, for a failed job.
+    pub error: Option<String>,
+}
+
+/// `GET /v1/admin/lm/memory/jobs`: the memory bank's background work.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LmMemoryJobsResponse {
+    /// Nodes waiting, in the order they will run (shallow levels first).
+    pub pending: Vec<String>,
+    pub running: Option<LmMemoryJob>,
+    /// The most recent finished jobs, newest last.
+    pub finished: Vec<LmMemoryJob>,
+    /// Blocks disabled and not yet retrained: never served.
+    pub disabled: Vec<String>,
+}

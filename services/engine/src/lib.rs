@@ -17,6 +17,7 @@ pub mod hypencoder;
 mod images;
 pub mod lm;
 mod lm_memory;
+mod lm_memory_jobs;
 mod lm_models;
 mod open;
 mod search;

@@ -4,12 +4,14 @@
 //! waiting, 503 beyond.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use mnemos_api::{
-    LmGenerateRequest, LmGenerateResponse, LmModelInfo, LmScoreRequest, LmScoreResponse,
+    LmGenerateRequest, LmGenerateResponse, LmMemoryJobsResponse, LmModelInfo, LmScoreRequest,
+    LmScoreResponse,
 };
 use mnemos_config::LmSettings;
 use mnemos_lm::GenerateOptions;
@@ -38,9 +40,10 @@ pub struct LmService {
 pub fn load_models(
     settings: &LmSettings,
     encoder: Option<Arc<dyn Encoder>>,
+    data_dir: &Path,
 ) -> Result<BTreeMap<String, Arc<ServedLm>>> {
     let mut models = load_trained(&settings.models_dir)?;
-    if let Some(anchor) = load_anchor(settings, encoder)? {
+    if let Some(anchor) = load_anchor(settings, encoder, data_dir)? {
         if models.contains_key(&anchor.name) {
             return Err(EngineError::Unavailable(format!(
                 "two language models are named `{}` (lm.anchor_name and a directory in {})",
@@ -56,9 +59,14 @@ pub fn load_models(
 impl LmService {
     /// Loads the models configured under `[lm]`; `encoder` (the dense
     /// backend's) routes texts into the anchor's memory bank.
-    pub async fn open(settings: &LmSettings, encoder: Option<Arc<dyn Encoder>>) -> Result<Self> {
+    pub async fn open(
+        settings: &LmSettings,
+        encoder: Option<Arc<dyn Encoder>>,
+        data_dir: &Path,
+    ) -> Result<Self> {
         let s = settings.clone();
-        let models = blocking(move || load_models(&s, encoder)).await?;
+        let data_dir = data_dir.to_path_buf();
+        let models = blocking(move || load_models(&s, encoder, &data_dir)).await?;
         tracing::info!(models = models.len(), "language models loaded");
         Ok(Self {
             models,
@@ -66,6 +74,47 @@ impl LmService {
             pending: Arc::new(AtomicUsize::new(0)),
             settings: settings.clone(),
         })
+    }
+
+    /// The anchor's memory bank, if one is served.
+    fn bank(&self) -> Option<Arc<ServedLm>> {
+        self.models.values().find(|m| m.memory().is_some()).cloned()
+    }
+
+    /// Unlearns documents from the memory bank (see
+    /// [`crate::lm_memory::AnchorMemory::remove`]); the ids it held.
+    pub async fn memory_remove(&self, ids: Vec<String>) -> Result<Vec<String>> {
+        let Some(served) = self.bank() else {
+            return Ok(Vec::new());
+        };
+        blocking(move || match served.memory() {
+            Some(m) => m.remove(&ids),
+            None => Ok(Vec::new()),
+        })
+        .await
+    }
+
+    /// Adds documents (id, text) to the memory bank, if one is served.
+    pub async fn memory_add(&self, docs: Vec<(String, String)>) -> Result<()> {
+        let Some(served) = self.bank() else {
+            return Ok(());
+        };
+        blocking(move || match served.memory() {
+            Some(m) => m.add(&docs),
+            None => Ok(()),
+        })
+        .await
+    }
+
+    /// The memory bank's background jobs; 404 when no bank is served.
+    pub fn memory_jobs(&self) -> Result<LmMemoryJobsResponse> {
+        self.bank()
+            .and_then(|s| s.memory().map(|m| m.jobs()))
+            .unwrap_or_else(|| {
+                Err(EngineError::NotFound(
+                    "no memory bank is served (lm.memory_bank_dir holds none)".into(),
+                ))
+            })
     }
 
     /// The served models, by name.

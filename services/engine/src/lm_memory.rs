@@ -1,36 +1,101 @@
-//! The anchor's hierarchical memory bank at serving time (SPECS §5): embed
-//! the request's text with the dense encoder, descend the bank's tree,
-//! fetch the enabled blocks on the path and hand them to the anchor as
-//! appended feed-forward units.
+//! The anchor's hierarchical memory bank at serving time (SPECS §5).
+//!
+//! - Reads: embed the request's text with the dense encoder, descend the
+//!   bank's tree, fetch the enabled blocks on the path, hand them to the
+//!   anchor as appended feed-forward units.
+//! - Unlearning: removing a document disables, durably and before the
+//!   call returns, every block trained on it (reads then skip them), takes
+//!   it out of the tree and the bank's texts, and queues the blocks for
+//!   retraining without it ([`Jobs`]).
+//! - Adding: a document is assigned to the leaf its embedding reaches and
+//!   the blocks on its path are queued for retraining with it.
+//!
+//! The bank served lives in the data directory (`<data_dir>/memory-bank`),
+//! copied from `lm.memory_bank_dir` on first start, so edits never touch
+//! the shipped bank.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use mnemos_api::LmMemoryUsed;
-use mnemos_llama::FfnUnits;
-use mnemos_membank::Bank;
+use mnemos_api::{LmMemoryJobsResponse, LmMemoryUsed};
+use mnemos_llama::{FfnUnits, Llama};
+use mnemos_membank::{Bank, NodeId};
 use mnemos_models_core::Encoder;
 
+use crate::lm_memory_jobs::Jobs;
 use crate::{EngineError, Result};
 
-/// A memory bank and what routes texts into it.
+/// A memory bank, what routes texts into it and what retrains it.
 pub struct AnchorMemory {
-    bank: RwLock<Bank>,
+    bank: Arc<RwLock<Bank>>,
     encoder: Arc<dyn Encoder>,
     min_similarity: Vec<f32>,
+    jobs: Arc<Jobs>,
+}
+
+fn bank_error(e: mnemos_membank::BankError) -> EngineError {
+    match e {
+        mnemos_membank::BankError::InvalidInput(m) => EngineError::InvalidArgument(m),
+        other => EngineError::Model(other.to_string()),
+    }
+}
+
+/// Copies the directory tree `from` to `to` (which must not exist) via a
+/// temporary sibling renamed into place, so a crash never leaves half a
+/// bank under the served name.
+fn copy_bank(from: &Path, to: &Path) -> std::io::Result<()> {
+    fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let target = to.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                copy_dir(&entry.path(), &target)?;
+            } else {
+                std::fs::copy(entry.path(), &target)?;
+                std::fs::File::open(&target)?.sync_all()?;
+            }
+        }
+        Ok(())
+    }
+    let temp = to.with_extension("copying");
+    if temp.exists() {
+        std::fs::remove_dir_all(&temp)?;
+    }
+    copy_dir(from, &temp)?;
+    std::fs::rename(&temp, to)?;
+    if let Some(parent) = to.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl AnchorMemory {
-    /// Opens the bank in `dir`, or `None` (with a log line) when there is
-    /// none or no encoder to route with.
+    /// Opens the bank served from `serve_dir`, first copying it from
+    /// `seed_dir` if `serve_dir` holds none; `None` (with a log line) when
+    /// there is no bank or no encoder to route with. Blocks left disabled
+    /// by an unlearning that a restart interrupted are queued again.
     pub fn open(
-        dir: &Path,
+        seed_dir: &Path,
+        serve_dir: &Path,
         encoder: Option<Arc<dyn Encoder>>,
         min_similarity: &[f32],
+        model: Arc<Llama>,
     ) -> Result<Option<Self>> {
-        if !dir.join(mnemos_membank::MANIFEST_FILE).is_file() {
-            tracing::info!(dir = %dir.display(), "no memory bank; the anchor runs without memory");
-            return Ok(None);
+        let has_bank = |d: &Path| d.join(mnemos_membank::MANIFEST_FILE).is_file();
+        if !has_bank(serve_dir) {
+            if !has_bank(seed_dir) {
+                tracing::info!(dir = %seed_dir.display(), "no memory bank; the anchor runs without memory");
+                return Ok(None);
+            }
+            copy_bank(seed_dir, serve_dir).map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "cannot copy the memory bank from {} to {}: {e}",
+                    seed_dir.display(),
+                    serve_dir.display()
+                ))
+            })?;
+            tracing::info!(from = %seed_dir.display(), to = %serve_dir.display(), "memory bank copied");
         }
         let Some(encoder) = encoder else {
             tracing::warn!(
@@ -38,41 +103,63 @@ impl AnchorMemory {
             );
             return Ok(None);
         };
-        let bank = Bank::open(dir).map_err(|e| {
+        let bank = Bank::open(serve_dir).map_err(|e| {
             EngineError::Unavailable(format!(
                 "cannot open the memory bank in {}: {e}",
-                dir.display()
+                serve_dir.display()
             ))
         })?;
         let (parameters, bytes) = bank.size();
+        let disabled: Vec<NodeId> = bank
+            .blocks()
+            .filter(|m| m.disabled)
+            .map(|m| m.node.clone())
+            .collect();
         tracing::info!(
-            dir = %dir.display(),
+            dir = %serve_dir.display(),
             blocks = bank.blocks().count(),
+            disabled = disabled.len(),
             parameters,
             bytes,
             "memory bank opened"
         );
+        let bank = Arc::new(RwLock::new(bank));
+        let jobs = Jobs::start(Arc::clone(&bank), model);
+        jobs.queue(&disabled, "unlearn");
         Ok(Some(Self {
-            bank: RwLock::new(bank),
+            bank,
             encoder,
             min_similarity: min_similarity.to_vec(),
+            jobs,
         }))
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.encoder
+            .embed(texts)
+            .map_err(|e| EngineError::Model(e.to_string()))
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Bank>> {
+        self.bank
+            .read()
+            .map_err(|_| EngineError::Internal("memory bank lock poisoned".into()))
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Bank>> {
+        self.bank
+            .write()
+            .map_err(|_| EngineError::Internal("memory bank lock poisoned".into()))
     }
 
     /// The memory for `text`: the merged units of the enabled blocks on its
     /// path (`None` when the path is empty) and what to report.
     pub fn fetch(&self, text: &str) -> Result<(Option<FfnUnits>, LmMemoryUsed)> {
         let vector = self
-            .encoder
-            .embed(&[text])
-            .map_err(|e| EngineError::Model(e.to_string()))?
+            .embed(&[text])?
             .pop()
             .ok_or_else(|| EngineError::Internal("the encoder returned no vector".into()))?;
-        let bank = self
-            .bank
-            .read()
-            .map_err(|_| EngineError::Internal("memory bank lock poisoned".into()))?;
-        let bank_error = |e: mnemos_membank::BankError| EngineError::Model(e.to_string());
+        let bank = self.read()?;
         let path = bank
             .route(&vector, &self.min_similarity)
             .map_err(bank_error)?;
@@ -83,4 +170,79 @@ impl AnchorMemory {
         };
         Ok(((!used.is_empty()).then_some(units), report))
     }
+
+    /// Unlearns `ids`: disables every block trained on them (durable on
+    /// return), takes them out of the tree and texts, queues the disabled
+    /// blocks for retraining. Returns the ids the bank held.
+    pub fn remove(&self, ids: &[String]) -> Result<Vec<String>> {
+        let mut bank = self.write()?;
+        let mut removed = Vec::new();
+        let mut disabled: Vec<NodeId> = Vec::new();
+        for id in ids {
+            let nodes = bank.disable_blocks_trained_on(id).map_err(bank_error)?;
+            let held = bank.remove_document(id).map_err(bank_error)?.is_some();
+            if held || !nodes.is_empty() {
+                removed.push(id.clone());
+            }
+            disabled.extend(nodes);
+        }
+        drop(bank);
+        disabled.sort();
+        disabled.dedup();
+        if !disabled.is_empty() {
+            tracing::info!(
+                documents = removed.len(),
+                blocks = disabled.len(),
+                "memory blocks disabled"
+            );
+            self.jobs.queue(&disabled, "unlearn");
+        }
+        Ok(removed)
+    }
+
+    /// Adds (or replaces) documents: each goes to the leaf its embedding
+    /// reaches, and the blocks on its path are queued for retraining.
+    pub fn add(&self, docs: &[(String, String)]) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let texts: Vec<&str> = docs.iter().map(|(_, t)| t.as_str()).collect();
+        let vectors = self.embed(&texts)?;
+        let ids: Vec<String> = docs.iter().map(|(id, _)| id.clone()).collect();
+        // A replaced document is unlearned first: its old text must go.
+        self.remove(&ids)?;
+        let mut bank = self.write()?;
+        let mut touched: Vec<NodeId> = Vec::new();
+        for ((id, _), v) in docs.iter().zip(&vectors) {
+            touched.extend(bank.assign_document(id.clone(), v).map_err(bank_error)?);
+        }
+        bank.set_texts(docs.iter().cloned()).map_err(bank_error)?;
+        drop(bank);
+        touched.sort();
+        touched.dedup();
+        self.jobs.queue(&touched, "add");
+        Ok(())
+    }
+
+    /// The background work, and the blocks disabled meanwhile.
+    pub fn jobs(&self) -> Result<LmMemoryJobsResponse> {
+        let disabled = self
+            .read()?
+            .blocks()
+            .filter(|m| m.disabled)
+            .map(|m| m.node.to_string())
+            .collect();
+        Ok(self.jobs.report(disabled))
+    }
+}
+
+impl Drop for AnchorMemory {
+    fn drop(&mut self) {
+        self.jobs.shutdown();
+    }
+}
+
+/// Where the served copy of the bank lives.
+pub fn serve_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("memory-bank")
 }

@@ -17,15 +17,18 @@ use crate::lm_memory::AnchorMemory;
 use crate::{EngineError, Result};
 
 /// The weights and tokenizer of one served model.
+// One value per served model, held behind an `Arc`: the size difference
+// between the variants costs nothing worth an extra indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum LmModel {
     /// Trained here: a small transformer, maybe with memory layers.
     Trained { model: Lm, tokenizer: LmTokenizer },
     /// A pretrained GGUF model; `window` is its scoring window, `memory`
     /// its hierarchical memory bank if one is installed.
     Anchor {
-        model: Llama,
+        model: Arc<Llama>,
         window: usize,
-        memory: Option<Box<AnchorMemory>>,
+        memory: Option<AnchorMemory>,
     },
 }
 
@@ -124,6 +127,16 @@ impl ServedLm {
         match &self.model {
             LmModel::Trained { .. } => None,
             LmModel::Anchor { .. } => Some(mnemos_llama::chat_prompt(user)),
+        }
+    }
+
+    /// The anchor's memory bank, if it has one.
+    pub fn memory(&self) -> Option<&AnchorMemory> {
+        match &self.model {
+            LmModel::Anchor {
+                memory: Some(m), ..
+            } => Some(m),
+            _ => None,
         }
     }
 
@@ -248,6 +261,7 @@ pub fn load_trained(dir: &Path) -> Result<BTreeMap<String, Arc<ServedLm>>> {
 pub fn load_anchor(
     settings: &LmSettings,
     encoder: Option<Arc<dyn mnemos_models_core::Encoder>>,
+    data_dir: &Path,
 ) -> Result<Option<ServedLm>> {
     if mnemos_llama::find_gguf(&settings.anchor_dir).is_err() {
         tracing::warn!(
@@ -268,17 +282,20 @@ pub fn load_anchor(
             settings.anchor_name
         ))
     })?;
+    let model = Arc::new(model);
     let memory = AnchorMemory::open(
         &settings.memory_bank_dir,
+        &crate::lm_memory::serve_dir(data_dir),
         encoder,
         &settings.memory_min_similarity,
+        Arc::clone(&model),
     )?;
     Ok(Some(ServedLm {
         name: settings.anchor_name.clone(),
         model: LmModel::Anchor {
             model,
             window: settings.anchor_score_window,
-            memory: memory.map(Box::new),
+            memory,
         },
     }))
 }

@@ -41,9 +41,26 @@ pub struct WriteOutcome {
     pub timings: UpsertTimings,
 }
 
+/// The text a document contributes to the memory bank, as `mnemos train
+/// memory` reads a BEIR document: the title, a newline, the text.
+fn memory_text(title: &str, text: &str) -> String {
+    match (title.trim(), text.trim()) {
+        ("", t) => t.to_string(),
+        (h, t) => format!("{h}\n{t}"),
+    }
+}
+
 impl Engine {
-    /// Inserts or replaces documents. Durable and searchable on return.
+    /// Inserts or replaces documents. Durable and searchable on return;
+    /// with `lm.memory_learn_documents`, also added to the anchor's memory
+    /// bank (its blocks retrain in the background).
     pub async fn upsert(&self, docs: Vec<Document>) -> Result<WriteOutcome> {
+        let learn = self.settings.lm.memory_learn_documents;
+        self.upsert_with(docs, learn).await
+    }
+
+    /// [`Self::upsert`], adding to the memory bank only if `memory`.
+    pub async fn upsert_with(&self, docs: Vec<Document>, memory: bool) -> Result<WriteOutcome> {
         if docs.is_empty() {
             return Err(EngineError::InvalidArgument(
                 "`documents` must not be empty".into(),
@@ -109,6 +126,13 @@ impl Engine {
             .await?;
             t.hnsw_s = started.elapsed().as_secs_f64();
         }
+        if let (true, Some(lm)) = (memory, &self.lm) {
+            let texts = docs
+                .iter()
+                .map(|d| (d.id.clone(), memory_text(&d.title, &d.text)))
+                .collect();
+            lm.memory_add(texts).await?;
+        }
         Ok(WriteOutcome {
             seq,
             affected: docs.iter().map(|d| d.id.clone()).collect(),
@@ -131,8 +155,16 @@ impl Engine {
             )));
         }
         let _order = self.write_lock.lock().await;
+        // The memory bank first: its blocks are disabled durably before the
+        // store forgets the document, so a crash in between leaves the
+        // blocks off (over-removal, and the caller got no answer) rather
+        // than a removed document still answerable from memory.
+        let from_memory = match &self.lm {
+            Some(lm) => lm.memory_remove(ids.clone()).await?,
+            None => Vec::new(),
+        };
         let store = Arc::clone(&self.store);
-        let (removed, seq) = blocking(move || Ok(store.remove(&ids)?)).await?;
+        let (mut removed, seq) = blocking(move || Ok(store.remove(&ids)?)).await?;
         if !removed.is_empty() {
             let bm25 = self.bm25.clone();
             let dense = self.dense.clone();
@@ -152,6 +184,11 @@ impl Engine {
                 Ok(())
             })
             .await?;
+        }
+        for id in from_memory {
+            if !removed.contains(&id) {
+                removed.push(id);
+            }
         }
         Ok(WriteOutcome {
             seq,

@@ -113,6 +113,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/lm/models", get(lm::models))
         .route("/v1/lm/generate", post(lm::generate))
         .route("/v1/lm/score", post(lm::score))
+        .route("/v1/admin/lm/memory/jobs", get(lm::memory_jobs))
         .route("/v1/visual/classify", post(visual::classify))
         .route("/v1/admin/visual/memories", post(visual::upsert))
         .route(

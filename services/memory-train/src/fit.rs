@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use mnemos_llama::{train_units, FfnUnits, Llama, TrainText, UnitTraining};
-use mnemos_membank::{Bank, BankConfig, BlockMeta, NodeId, Tree, TreeParams, TreeStats};
+use mnemos_membank::{
+    Bank, BankConfig, BlockMeta, LevelTraining, NodeId, Tree, TreeParams, TreeStats,
+};
 use mnemos_models_core::Encoder;
 use serde::Serialize;
 
@@ -89,8 +91,17 @@ pub fn train_bank(
         layers: layers.clone(),
         units_per_level: config.units_per_level.clone(),
         tree: params,
+        training: (0..config.levels)
+            .map(|l| LevelTraining {
+                epochs: config.epochs_per_level[l],
+                learning_rate: config.lr_per_level[l],
+                batch: config.batch,
+            })
+            .collect(),
+        max_tokens: config.max_tokens,
     };
     let mut bank = Bank::create(&config.out, bank_config, tree)?;
+    bank.set_texts(docs.iter().map(|d| (d.id.clone(), d.text.clone())))?;
 
     // The residual stream at the first memory block, once per document.
     let started = Instant::now();

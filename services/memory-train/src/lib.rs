@@ -158,7 +158,19 @@ pub fn run(config: &MemoryTrainConfig) -> Result<RunReport> {
     let model = mnemos_llama::Llama::load(&config.anchor_dir)?;
     let encoder = MiniLmEncoder::load(&config.encoder_dir, EncoderOptions::default())?;
     let (bank, train) = if config.eval_only {
-        let bank = mnemos_membank::Bank::open(&config.out)?;
+        let mut bank = mnemos_membank::Bank::open(&config.out)?;
+        if bank.texts().is_empty() {
+            // Banks trained before texts and settings were recorded.
+            bank.set_texts(bank_docs.iter().map(|d| (d.id.clone(), d.text.clone())))?;
+            let training = (0..config.levels)
+                .map(|l| mnemos_membank::LevelTraining {
+                    epochs: config.epochs_per_level[l],
+                    learning_rate: config.lr_per_level[l],
+                    batch: config.batch,
+                })
+                .collect();
+            bank.set_training(training, config.max_tokens)?;
+        }
         let previous: serde_json::Value = std::fs::read(config.out.join("training.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())

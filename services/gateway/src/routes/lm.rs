@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use mnemos_api::{
-    LmGenerateRequest, LmGenerateResponse, LmModelsResponse, LmScoreRequest, LmScoreResponse,
+    LmGenerateRequest, LmGenerateResponse, LmMemoryJobsResponse, LmModelsResponse, LmScoreRequest,
+    LmScoreResponse,
 };
 
 use crate::error::{ApiError, AppJson};
@@ -57,4 +58,21 @@ pub async fn score(
     auth::check_read(&headers, state.read_token.as_deref())?;
     let lm = Arc::clone(state.require_ready()?.lm()?);
     Ok(Json(lm.score(req).await?))
+}
+
+/// The memory bank's background work: blocks waiting to be retrained
+/// (after an unlearning or an added document), the one training now, the
+/// recent results, and the blocks disabled meanwhile (never served).
+#[utoipa::path(get, path = "/v1/admin/lm/memory/jobs", security(("bearer" = [])), responses(
+    (status = 200, body = LmMemoryJobsResponse),
+    (status = 401, body = mnemos_api::ErrorResponse),
+    (status = 403, body = mnemos_api::ErrorResponse),
+    (status = 404, description = "no memory bank served", body = mnemos_api::ErrorResponse),
+    (status = 503, body = mnemos_api::ErrorResponse)))]
+pub async fn memory_jobs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<LmMemoryJobsResponse>, ApiError> {
+    auth::check_admin(&headers, state.admin_token.as_deref())?;
+    Ok(Json(state.require_ready()?.lm()?.memory_jobs()?))
 }

@@ -308,8 +308,20 @@ fn write_bank(dir: &std::path::Path, encoder_dir: &std::path::Path) -> Vec<Strin
         layers: vec![28, 29],
         units_per_level: vec![8, 4],
         tree: params,
+        training: Vec::new(),
+        max_tokens: 0,
     };
     let mut bank = Bank::create(dir, config, tree).expect("bank");
+    bank.set_texts(docs.iter().map(|(id, t)| (id.to_string(), t.to_string())))
+        .expect("texts");
+    // One quick epoch, so that retraining jobs finish within a test.
+    let quick = mnemos_membank::LevelTraining {
+        epochs: 1,
+        learning_rate: 1e-3,
+        batch: 2,
+    };
+    bank.set_training(vec![quick.clone(), quick], 32)
+        .expect("training");
     let nodes: Vec<_> = bank
         .tree()
         .nodes()
@@ -336,29 +348,38 @@ fn write_bank(dir: &std::path::Path, encoder_dir: &std::path::Path) -> Vec<Strin
     ids
 }
 
-#[tokio::test]
-async fn the_memory_bank_is_routed_fetched_and_reported() {
-    let (Some(anchor), Some(encoder)) = (crate::common::smollm_dir(), crate::common::model_dir())
-    else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    write_bank(&dir.path().join("bank"), &encoder);
+/// Settings serving the anchor with the bank of [`write_bank`].
+fn bank_settings(dir: &std::path::Path) -> Option<mnemos_config::Settings> {
+    let (anchor, encoder) = (crate::common::smollm_dir()?, crate::common::model_dir()?);
+    write_bank(&dir.join("bank"), &encoder);
     let mut s = Loader::new().build().unwrap();
-    s.server.data_dir = dir.path().join("data");
+    s.server.data_dir = dir.join("data");
+    s.server.admin_token = Some("admin-secret".into());
     s.dense.model_dir = encoder;
     s.hypencoder.enabled = false;
     s.visual.enabled = false;
-    s.lm.models_dir = dir.path().join("lm");
+    s.lm.models_dir = dir.join("lm");
     s.lm.anchor_dir = anchor;
-    s.lm.memory_bank_dir = dir.path().join("bank");
+    s.lm.memory_bank_dir = dir.join("bank");
     s.lm.memory_min_similarity = vec![0.2, -1.0];
+    Some(s)
+}
+
+async fn serve(s: mnemos_config::Settings) -> axum::Router {
     let state = Arc::new(AppState::new(&s));
     let (engine, _) = Engine::open(s).await.unwrap();
     state.set_engine(Arc::new(engine));
     state.mark_ready();
-    let app = app(state);
+    app(state)
+}
 
+#[tokio::test]
+async fn the_memory_bank_is_routed_fetched_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s) = bank_settings(dir.path()) else {
+        return;
+    };
+    let app = serve(s).await;
     let text = "Occlusion of a coronary artery causes myocardial infarction in patients.";
     let score = |memory: &'static str| {
         let app = app.clone();
@@ -423,4 +444,175 @@ async fn the_memory_bank_is_routed_fetched_and_reported() {
     .await;
     assert_eq!(st, StatusCode::OK, "{g}");
     assert_eq!(g["memory"]["path"], auto["memory"]["path"], "{g}");
+}
+
+async fn score_with(app: &axum::Router, text: &str, memory: &str) -> serde_json::Value {
+    let (st, body) = post(
+        app,
+        "/v1/lm/score",
+        json!({"model": "smollm2-135m", "text": text, "memory": memory}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    body
+}
+
+/// Polls the jobs route until nothing is pending or running.
+async fn jobs_settled(app: &axum::Router) -> serde_json::Value {
+    for _ in 0..300 {
+        let (st, jobs) = call(
+            app,
+            "GET",
+            "/v1/admin/lm/memory/jobs",
+            Some("admin-secret"),
+            None,
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{jobs}");
+        if jobs["pending"].as_array().is_some_and(Vec::is_empty) && jobs["running"].is_null() {
+            return jobs;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("memory jobs did not finish in 60 s");
+}
+
+#[tokio::test]
+async fn removing_a_document_disables_its_blocks_at_once_durably_and_retrains_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s) = bank_settings(dir.path()) else {
+        return;
+    };
+    let app = serve(s.clone()).await;
+    let texts = [
+        (
+            "heart",
+            "Occlusion of a coronary artery causes myocardial infarction.",
+        ),
+        (
+            "insulin",
+            "Obese adults develop insulin resistance before diabetes.",
+        ),
+        (
+            "tumour",
+            "Mutations of the p53 tumour suppressor drive human cancers.",
+        ),
+        (
+            "virus",
+            "The haemagglutinin of influenza binds sialic acid on cells.",
+        ),
+    ];
+    let mut before = Vec::new();
+    for (_, t) in texts {
+        before.push(score_with(&app, t, "auto").await);
+    }
+    let heart_path: Vec<String> =
+        serde_json::from_value(before[0]["memory"]["path"].clone()).expect("path");
+    assert!(!heart_path.is_empty(), "{}", before[0]);
+
+    // `heart` is only in the bank, not in the document store: the same
+    // admin call removes it, and says so.
+    let (st, body) = call(
+        &app,
+        "DELETE",
+        "/v1/admin/documents/heart",
+        Some("admin-secret"),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+
+    // At once: the blocks trained on it are disabled and never fetched.
+    let (st, jobs) = call(
+        &app,
+        "GET",
+        "/v1/admin/lm/memory/jobs",
+        Some("admin-secret"),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{jobs}");
+    let after = score_with(&app, texts[0].1, "auto").await;
+    let used: Vec<String> = serde_json::from_value(after["memory"]["path"].clone()).expect("path");
+    assert!(
+        used.iter().all(|n| !heart_path.contains(n)),
+        "a block trained on the removed document was served: {after} (jobs {jobs})"
+    );
+    // Documents whose paths share no block with it are unchanged.
+    for (i, (_, t)) in texts.iter().enumerate().skip(1) {
+        let path: Vec<String> =
+            serde_json::from_value(before[i]["memory"]["path"].clone()).expect("path");
+        if path.iter().all(|n| !heart_path.contains(n)) {
+            let now = score_with(&app, t, "auto").await;
+            assert_eq!(now["nll"], before[i]["nll"], "{t}");
+        }
+    }
+
+    // Retrained without it in the background, then served again.
+    let jobs = jobs_settled(&app).await;
+    let finished = jobs["finished"].as_array().expect("finished");
+    for node in &heart_path {
+        assert!(
+            finished
+                .iter()
+                .any(|j| j["node"] == node.as_str()
+                    && (j["state"] == "done" || j["state"] == "dropped")),
+            "{node} not retrained: {jobs}"
+        );
+    }
+    assert!(
+        jobs["disabled"].as_array().is_some_and(Vec::is_empty),
+        "{jobs}"
+    );
+    let manifest = std::fs::read(dir.path().join("data/memory-bank/manifest.json")).unwrap();
+    let manifest = String::from_utf8_lossy(&manifest);
+    assert!(
+        !manifest.contains("\"heart\""),
+        "still recorded as trained on: {manifest}"
+    );
+    // The shipped bank was never touched: edits go to the data directory.
+    let shipped = std::fs::read(dir.path().join("bank/manifest.json")).unwrap();
+    assert!(String::from_utf8_lossy(&shipped).contains("\"heart\""));
+
+    // A restart serves the edited bank, not the shipped one.
+    drop(app);
+    let app = serve(s).await;
+    let again = score_with(&app, texts[0].1, "auto").await;
+    let texts_file = std::fs::read(dir.path().join("data/memory-bank/texts.json")).unwrap();
+    assert!(!String::from_utf8_lossy(&texts_file).contains("Myocardial infarction follows"));
+    assert!(again["memory"]["params"].as_u64().is_some(), "{again}");
+
+    // Adding a document through the same admin API trains it in.
+    let doc = json!({"documents": [{"id": "stroke", "title": "Stroke",
+        "text": "Occlusion of a cerebral artery causes ischaemic stroke."}]});
+    let (st, body) = call(
+        &app,
+        "POST",
+        "/v1/admin/documents",
+        Some("admin-secret"),
+        Some(doc.to_string()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let jobs = jobs_settled(&app).await;
+    let added: Vec<&serde_json::Value> = jobs["finished"]
+        .as_array()
+        .expect("finished")
+        .iter()
+        .filter(|j| j["reason"] == "add")
+        .collect();
+    assert!(!added.is_empty(), "{jobs}");
+    assert!(added.iter().all(|j| j["state"] == "done"), "{jobs}");
+    assert!(
+        added.iter().all(|j| j["steps"].as_u64() > Some(0)),
+        "{jobs}"
+    );
+    let manifest = std::fs::read(dir.path().join("data/memory-bank/manifest.json")).unwrap();
+    assert!(String::from_utf8_lossy(&manifest).contains("\"stroke\""));
+    // Without an admin token the jobs route is refused.
+    let (st, _) = call(&app, "GET", "/v1/admin/lm/memory/jobs", None, None).await;
+    assert!(
+        st == StatusCode::UNAUTHORIZED || st == StatusCode::FORBIDDEN,
+        "{st}"
+    );
 }
