@@ -43,6 +43,11 @@ pub struct LmSettings {
     /// The anchor's hierarchical memory bank (the output of `mnemos train
     /// memory`); none there, no memory (requests report no path).
     pub memory_bank_dir: PathBuf,
+    /// The BEIR corpus the shipped bank was trained on: a bank without
+    /// document texts (the shipped one keeps the data set out of the
+    /// repository) takes them from here on first start, to retrain blocks
+    /// after an unlearning.
+    pub memory_bank_corpus: PathBuf,
     /// Per tree level, the cosine between a text's embedding and the node
     /// on its path below which the path is cut there (the last value holds
     /// for deeper levels): text unlike the bank's runs on the bare anchor,
@@ -71,6 +76,7 @@ impl Default for LmSettings {
             anchor_weights: "f32".into(),
             anchor_score_window: 1024,
             memory_bank_dir: PathBuf::from("models/trained/memory-bank"),
+            memory_bank_corpus: PathBuf::from("../shared/data/beir/scifact"),
             memory_min_similarity: vec![0.3, 0.6],
             memory_learn_documents: true,
             queue_capacity: 64,

@@ -205,8 +205,11 @@ impl LmService {
                 ))
             })?
         } else {
-            req.prompt
+            req.prompt.clone()
         };
+        // The memory path is chosen by what the user wrote, not by the
+        // chat template around it.
+        let routed_text = req.prompt;
         let name = req.model.clone();
         let mode = req.memory;
         self.run(move || {
@@ -220,7 +223,7 @@ impl LmService {
                     context - 1
                 )));
             }
-            let (units, memory) = served.memory_for(&prompt, mode)?;
+            let (units, memory) = served.memory_for(&routed_text, mode)?;
             let out = served.generate(&ids, &options, units.as_ref())?;
             let text = served.decode(&out)?;
             let secs = started.elapsed().as_secs_f64();

@@ -78,6 +78,7 @@ impl AnchorMemory {
     pub fn open(
         seed_dir: &Path,
         serve_dir: &Path,
+        corpus: &Path,
         encoder: Option<Arc<dyn Encoder>>,
         min_similarity: &[f32],
         model: Arc<Llama>,
@@ -103,12 +104,15 @@ impl AnchorMemory {
             );
             return Ok(None);
         };
-        let bank = Bank::open(serve_dir).map_err(|e| {
+        let mut bank = Bank::open(serve_dir).map_err(|e| {
             EngineError::Unavailable(format!(
                 "cannot open the memory bank in {}: {e}",
                 serve_dir.display()
             ))
         })?;
+        if bank.texts().is_empty() {
+            fill_texts(&mut bank, corpus)?;
+        }
         let (parameters, bytes) = bank.size();
         let disabled: Vec<NodeId> = bank
             .blocks()
@@ -240,6 +244,56 @@ impl Drop for AnchorMemory {
     fn drop(&mut self) {
         self.jobs.shutdown();
     }
+}
+
+/// A shipped bank carries no document texts (they are the corpus's, and
+/// data sets stay out of the repository); the served copy takes them from
+/// the BEIR corpus the bank was trained on, so that blocks can be
+/// retrained after an unlearning. Without the corpus, retraining jobs fail
+/// and the affected blocks stay disabled: safe, and said in the log.
+fn fill_texts(bank: &mut Bank, corpus: &Path) -> Result<()> {
+    let file = if corpus.is_dir() {
+        corpus.join("corpus.jsonl")
+    } else {
+        corpus.to_path_buf()
+    };
+    let Ok(raw) = std::fs::read_to_string(&file) else {
+        tracing::warn!(
+            corpus = %file.display(),
+            "the memory bank has no document texts and the corpus is not readable: \
+             blocks disabled by an unlearning cannot be retrained"
+        );
+        return Ok(());
+    };
+    let wanted: std::collections::HashSet<String> = bank
+        .tree()
+        .documents_under(&NodeId::root())
+        .into_iter()
+        .collect();
+    let mut texts = Vec::new();
+    for line in raw.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(id) = v["_id"].as_str().filter(|id| wanted.contains(*id)) else {
+            continue;
+        };
+        let title = v["title"].as_str().unwrap_or("").trim();
+        let text = v["text"].as_str().unwrap_or("").trim();
+        let joined = if title.is_empty() {
+            text.to_string()
+        } else {
+            format!("{title}\n{text}")
+        };
+        texts.push((id.to_string(), joined));
+    }
+    tracing::info!(
+        found = texts.len(),
+        documents = wanted.len(),
+        corpus = %file.display(),
+        "memory bank texts read from the corpus"
+    );
+    bank.set_texts(texts).map_err(bank_error)
 }
 
 /// Where the served copy of the bank lives.

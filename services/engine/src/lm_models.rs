@@ -286,6 +286,7 @@ pub fn load_anchor(
     let memory = AnchorMemory::open(
         &settings.memory_bank_dir,
         &crate::lm_memory::serve_dir(data_dir),
+        &settings.memory_bank_corpus,
         encoder,
         &settings.memory_min_similarity,
         Arc::clone(&model),

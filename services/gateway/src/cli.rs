@@ -339,6 +339,7 @@ pub fn load_settings(
     s.lm.models_dir = resolve_model_dir(&s.lm.models_dir);
     s.lm.anchor_dir = resolve_model_dir(&s.lm.anchor_dir);
     s.lm.memory_bank_dir = resolve_model_dir(&s.lm.memory_bank_dir);
+    s.lm.memory_bank_corpus = resolve_model_dir(&s.lm.memory_bank_corpus);
     s.validate()?;
     Ok(s)
 }

@@ -312,8 +312,13 @@ fn write_bank(dir: &std::path::Path, encoder_dir: &std::path::Path) -> Vec<Strin
         max_tokens: 0,
     };
     let mut bank = Bank::create(dir, config, tree).expect("bank");
-    bank.set_texts(docs.iter().map(|(id, t)| (id.to_string(), t.to_string())))
-        .expect("texts");
+    // No texts in the bank, as shipped: the served copy reads them from
+    // the corpus (`lm.memory_bank_corpus`).
+    let corpus: Vec<String> = docs
+        .iter()
+        .map(|(id, t)| json!({"_id": id, "title": "", "text": t}).to_string())
+        .collect();
+    std::fs::write(dir.with_file_name("corpus.jsonl"), corpus.join("\n")).expect("corpus");
     // One quick epoch, so that retraining jobs finish within a test.
     let quick = mnemos_membank::LevelTraining {
         epochs: 1,
@@ -361,6 +366,7 @@ fn bank_settings(dir: &std::path::Path) -> Option<mnemos_config::Settings> {
     s.lm.models_dir = dir.join("lm");
     s.lm.anchor_dir = anchor;
     s.lm.memory_bank_dir = dir.join("bank");
+    s.lm.memory_bank_corpus = dir.join("corpus.jsonl");
     s.lm.memory_min_similarity = vec![0.2, -1.0];
     Some(s)
 }
