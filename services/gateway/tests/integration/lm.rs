@@ -622,3 +622,44 @@ async fn removing_a_document_disables_its_blocks_at_once_durably_and_retrains_th
         "{st}"
     );
 }
+
+#[tokio::test]
+async fn the_committed_experiment_models_are_served_under_their_names() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/trained/lm");
+    let data = tempfile::tempdir().unwrap();
+    let mut s = Loader::new().build().unwrap();
+    s.server.data_dir = data.path().join("data");
+    s.dense.enabled = false;
+    s.hypencoder.enabled = false;
+    s.visual.enabled = false;
+    s.search.default_backends = vec!["bm25".into()];
+    s.lm.models_dir = dir;
+    s.lm.anchor_dir = data.path().join("no-anchor");
+    let app = serve(s).await;
+    let (st, body) = call(&app, "GET", "/v1/lm/models", None, None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let names: Vec<&str> = body["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .map(|m| m["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        ["tiny-2l", "tiny-2l-memplus", "tiny-2l-pkm", "tiny-4l"]
+    );
+    let pkm = &body["models"][2];
+    assert_eq!(pkm["memory"], "pkm");
+    assert_eq!(pkm["memory_values"], 36_864);
+    for name in names {
+        // Trained on WikiText: far better than chance (4,096) on its style.
+        let (st, r) = post(
+            &app,
+            "/v1/lm/score",
+            json!({"model": name, "text": " The city was founded in the 12th century by a group of monks ."}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{r}");
+        assert!(r["perplexity"].as_f64().unwrap() < 1000.0, "{name}: {r}");
+    }
+}
