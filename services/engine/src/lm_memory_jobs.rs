@@ -21,6 +21,21 @@ use mnemos_membank::{Bank, BlockMeta, NodeId};
 /// Finished jobs kept for `GET /v1/admin/lm/memory/jobs`.
 const HISTORY: usize = 100;
 
+/// A job about to run: nothing counted yet.
+fn fresh_job(node: &NodeId, reason: &str) -> LmMemoryJob {
+    LmMemoryJob {
+        node: node.to_string(),
+        reason: reason.into(),
+        state: "running".into(),
+        documents: 0,
+        steps: 0,
+        total_steps: 0,
+        loss: None,
+        secs: 0.0,
+        error: None,
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// (level, node): shallow levels first.
@@ -102,6 +117,9 @@ impl Jobs {
                     continue;
                 };
                 let reason = s.reasons.remove(&node).unwrap_or("unlearn");
+                // Running from the moment it leaves the queue: a reader
+                // never sees it in neither place.
+                s.running = Some(fresh_job(&node, reason));
                 (node, reason)
             };
             let job = self.retrain(bank, model, &node, reason);
@@ -130,17 +148,7 @@ impl Jobs {
         reason: &'static str,
     ) -> LmMemoryJob {
         let started = Instant::now();
-        let mut job = LmMemoryJob {
-            node: node.to_string(),
-            reason: reason.into(),
-            state: "running".into(),
-            documents: 0,
-            steps: 0,
-            total_steps: 0,
-            loss: None,
-            secs: 0.0,
-            error: None,
-        };
+        let mut job = fresh_job(node, reason);
         let result = self.train(bank, model, node, &mut job);
         job.secs = started.elapsed().as_secs_f64();
         match result {
