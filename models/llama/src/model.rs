@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor};
 use tokenizers::Tokenizer;
 
 use mnemos_models_core::ModelError;
@@ -480,32 +480,6 @@ impl Llama {
             ffn = (ffn + u.forward(&h)?)?;
         }
         Ok((x + ffn)?)
-    }
-
-    /// Log-probabilities of `targets[i]` given hidden state `i`, computed
-    /// over the vocabulary in slices of rows so that a long text never
-    /// holds all its logits at once.
-    pub fn target_log_probs(&self, hidden: &Tensor, targets: &[u32]) -> Result<Vec<f32>> {
-        const ROWS: usize = 128;
-        let t = hidden.dim(0)?;
-        if targets.len() != t {
-            return Err(LlamaError::InvalidInput(format!(
-                "{} targets for {t} positions",
-                targets.len()
-            )));
-        }
-        let mut out = Vec::with_capacity(t);
-        let mut start = 0;
-        while start < t {
-            let n = ROWS.min(t - start);
-            let logits = self.logits(&hidden.narrow(0, start, n)?)?;
-            let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let idx = Tensor::new(&targets[start..start + n], &Device::Cpu)?.unsqueeze(1)?;
-            let picked = log_probs.gather(&idx, 1)?.squeeze(1)?;
-            out.extend(picked.to_dtype(DType::F32)?.to_vec1::<f32>()?);
-            start += n;
-        }
-        Ok(out)
     }
 }
 
