@@ -54,6 +54,11 @@ pub struct LmSettings {
     /// for deeper levels): text unlike the bank's runs on the bare anchor,
     /// text near a topic but no leaf gets the topic's blocks only.
     pub memory_min_similarity: Vec<f32>,
+    /// A leaf's block is fetched only for text whose cosine with one of
+    /// the leaf's own documents reaches this (leaves hold their documents
+    /// nearly verbatim: they help text close to one of them and hurt other
+    /// text of the topic). Unset: the centroid thresholds alone decide.
+    pub memory_leaf_gate: Option<f32>,
     /// Documents upserted through the admin API are added to the memory
     /// bank too (assigned to a leaf; the blocks on its path retrain in the
     /// background). Removals always unlearn.
@@ -80,6 +85,7 @@ impl Default for LmSettings {
             memory_bank_corpus: PathBuf::from("../shared/data/beir/scifact"),
             memory_min_similarity: vec![0.3, 0.6],
             memory_learn_documents: true,
+            memory_leaf_gate: Some(0.8),
             queue_capacity: 64,
         }
     }
@@ -126,6 +132,12 @@ impl LmSettings {
             ));
         }
         in_range("lm.anchor_score_window", self.anchor_score_window, 2..=8192)?;
+        if self
+            .memory_leaf_gate
+            .is_some_and(|g| !(-1.0..=1.0).contains(&g))
+        {
+            return Err(invalid("lm.memory_leaf_gate", "must be a cosine in -1..=1"));
+        }
         if self
             .memory_min_similarity
             .iter()

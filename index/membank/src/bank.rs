@@ -41,6 +41,10 @@ pub struct Bank {
     blocks: BTreeMap<NodeId, BlockRecord>,
     cache: Mutex<HashMap<NodeId, FfnUnits>>,
     texts: BTreeMap<String, String>,
+    /// Unit-length embeddings of the documents, when the caller provided
+    /// them (not persisted: they are recomputed from the texts): what the
+    /// leaf gate of [`Bank::route_gated`] compares with.
+    doc_vectors: HashMap<String, Vec<f32>>,
 }
 
 impl Bank {
@@ -75,6 +79,7 @@ impl Bank {
             blocks: BTreeMap::new(),
             cache: Mutex::default(),
             texts: BTreeMap::new(),
+            doc_vectors: HashMap::new(),
         })
     }
 
@@ -125,6 +130,7 @@ impl Bank {
             blocks,
             cache: Mutex::default(),
             texts: crate::texts::load(dir)?,
+            doc_vectors: HashMap::new(),
         })
     }
 
@@ -257,6 +263,70 @@ impl Bank {
     /// particular leaf gets the topic's blocks without a leaf's, which
     /// holds its documents nearly verbatim.
     pub fn route(&self, embedding: &[f32], min_similarity: &[f32]) -> Result<Vec<NodeId>> {
+        self.route_gated(embedding, min_similarity, None)
+    }
+
+    /// [`Bank::route`], and then a leaf gate: with `leaf_document`, a leaf
+    /// block is kept only if the embedding's cosine with one of the leaf's
+    /// own documents reaches it. A leaf holds its few documents nearly
+    /// verbatim, which helps text close to one of them and hurts other
+    /// text of the same topic; the centroid says only "same topic". Leaves
+    /// whose documents have no vectors ([`Bank::set_document_vectors`])
+    /// are judged by the centroid rule alone.
+    pub fn route_gated(
+        &self,
+        embedding: &[f32],
+        min_similarity: &[f32],
+        leaf_document: Option<f32>,
+    ) -> Result<Vec<NodeId>> {
+        let mut path = self.route_centroids(embedding, min_similarity)?;
+        let (Some(gate), Some(leaf)) = (leaf_document, path.last()) else {
+            return Ok(path);
+        };
+        let Some(node) = self
+            .tree
+            .node(leaf)
+            .filter(|n| n.is_leaf() && n.level() > 1)
+        else {
+            return Ok(path);
+        };
+        let vectors: Vec<&Vec<f32>> = node
+            .documents()
+            .iter()
+            .filter_map(|d| self.doc_vectors.get(d))
+            .collect();
+        if vectors.is_empty() {
+            return Ok(path);
+        }
+        let norm = embedding
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt()
+            .max(1e-12);
+        let best = vectors
+            .iter()
+            .map(|v| v.iter().zip(embedding).map(|(a, b)| a * b).sum::<f32>() / norm)
+            .fold(f32::NEG_INFINITY, f32::max);
+        if best < gate {
+            path.pop();
+        }
+        Ok(path)
+    }
+
+    /// Records document embeddings for the leaf gate (normalised here;
+    /// non-finite or zero vectors are skipped).
+    pub fn set_document_vectors(&mut self, vectors: impl IntoIterator<Item = (String, Vec<f32>)>) {
+        for (id, mut v) in vectors {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm.is_finite() && norm > 0.0 {
+                v.iter_mut().for_each(|x| *x /= norm);
+                self.doc_vectors.insert(id, v);
+            }
+        }
+    }
+
+    fn route_centroids(&self, embedding: &[f32], min_similarity: &[f32]) -> Result<Vec<NodeId>> {
         let (path, cosines) = self.route_cosines(embedding)?;
         let keep = path
             .iter()
@@ -338,6 +408,7 @@ impl Bank {
             self.tree.remove(&id);
             return Err(e);
         }
+        self.set_document_vectors([(id, vector.to_vec())]);
         Ok(path)
     }
 
@@ -345,6 +416,7 @@ impl Bank {
     /// texts, and saves both. Its blocks are untouched: see
     /// [`Bank::disable_blocks_trained_on`].
     pub fn remove_document(&mut self, id: &str) -> Result<Option<Vec<NodeId>>> {
+        self.doc_vectors.remove(id);
         if self.texts.remove(id).is_some() {
             crate::texts::save(&self.dir, &self.texts)?;
         }

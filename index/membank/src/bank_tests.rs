@@ -341,3 +341,32 @@ fn routing_cuts_the_path_where_the_cosine_falls_below_its_level() -> Result<()> 
     assert!(bank.route(&away, &[0.3])?.is_empty());
     Ok(())
 }
+
+#[test]
+fn the_leaf_gate_keeps_a_leaf_only_for_text_close_to_one_of_its_documents() -> Result<()> {
+    let (_dir, mut bank, vectors, ids) = fresh()?;
+    let doc = row(&vectors, EMBED, 0).to_vec();
+    let full = bank.route(&doc, &[])?;
+    assert_eq!(full.len(), 2);
+    // No document vectors yet: the gate cannot judge and keeps the leaf.
+    assert_eq!(bank.route_gated(&doc, &[], Some(0.99))?, full);
+    bank.set_document_vectors(
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), row(&vectors, EMBED, i).to_vec())),
+    );
+    // The document itself passes any gate below 1.
+    assert_eq!(bank.route_gated(&doc, &[], Some(0.99))?, full);
+    // Text of the same topic but close to no document: the topic only.
+    let centroid = bank
+        .tree()
+        .node(&full[1])
+        .expect("leaf")
+        .centroid()
+        .to_vec();
+    let (_, cosines) = bank.route_cosines(&centroid)?;
+    assert!(cosines[1] > 0.9);
+    let gated = bank.route_gated(&centroid, &[], Some(1.0 + 1e-3))?;
+    assert_eq!(gated, full[..1]);
+    Ok(())
+}

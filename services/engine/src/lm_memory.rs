@@ -30,6 +30,7 @@ pub struct AnchorMemory {
     bank: Arc<RwLock<Bank>>,
     encoder: Arc<dyn Encoder>,
     min_similarity: Vec<f32>,
+    leaf_gate: Option<f32>,
     jobs: Arc<Jobs>,
 }
 
@@ -81,6 +82,7 @@ impl AnchorMemory {
         corpus: &Path,
         encoder: Option<Arc<dyn Encoder>>,
         min_similarity: &[f32],
+        leaf_gate: Option<f32>,
         model: Arc<Llama>,
     ) -> Result<Option<Self>> {
         let has_bank = |d: &Path| d.join(mnemos_membank::MANIFEST_FILE).is_file();
@@ -113,6 +115,24 @@ impl AnchorMemory {
         if bank.texts().is_empty() {
             fill_texts(&mut bank, corpus)?;
         }
+        if leaf_gate.is_some() {
+            // The leaf gate compares with the documents' own embeddings.
+            let (ids, texts): (Vec<String>, Vec<String>) = bank
+                .texts()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unzip();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let mut vectors = Vec::with_capacity(refs.len());
+            for chunk in refs.chunks(64) {
+                vectors.extend(
+                    encoder
+                        .embed(chunk)
+                        .map_err(|e| EngineError::Model(e.to_string()))?,
+                );
+            }
+            bank.set_document_vectors(ids.into_iter().zip(vectors));
+        }
         let (parameters, bytes) = bank.size();
         let disabled: Vec<NodeId> = bank
             .blocks()
@@ -134,6 +154,7 @@ impl AnchorMemory {
             bank,
             encoder,
             min_similarity: min_similarity.to_vec(),
+            leaf_gate,
             jobs,
         }))
     }
@@ -165,7 +186,7 @@ impl AnchorMemory {
             .ok_or_else(|| EngineError::Internal("the encoder returned no vector".into()))?;
         let bank = self.read()?;
         let path = bank
-            .route(&vector, &self.min_similarity)
+            .route_gated(&vector, &self.min_similarity, self.leaf_gate)
             .map_err(bank_error)?;
         let (units, used, params) = bank.path_units(&path).map_err(bank_error)?;
         let report = LmMemoryUsed {

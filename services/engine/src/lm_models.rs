@@ -289,6 +289,7 @@ pub fn load_anchor(
         &settings.memory_bank_corpus,
         encoder,
         &settings.memory_min_similarity,
+        settings.memory_leaf_gate,
         Arc::clone(&model),
     )?;
     Ok(Some(ServedLm {

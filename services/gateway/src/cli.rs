@@ -105,6 +105,10 @@ pub struct TrainMemoryArgs {
     /// (cosine to the node's centroid below which the path is cut).
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.6")]
     pub min_similarity: Vec<f32>,
+    /// Leaf gate of the evaluation: a leaf block only for text whose cosine
+    /// with one of the leaf's documents reaches it (negative: off).
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
+    pub leaf_gate: f32,
     /// Evaluate the bank already in `--out` (same seed and sample sizes)
     /// instead of training one.
     #[arg(long)]

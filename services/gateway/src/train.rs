@@ -123,6 +123,7 @@ pub fn memory(settings: &Settings, a: &TrainMemoryArgs) -> anyhow::Result<()> {
         batch: a.batch,
         min_similarity: a.min_similarity.clone(),
         eval_only: a.eval_only,
+        leaf_gate: (a.leaf_gate >= 0.0).then_some(a.leaf_gate),
         general_text: a.general_text.clone(),
         seed: a.seed,
         ..Default::default()

@@ -80,6 +80,7 @@ pub fn evaluate(
     bank: &Bank,
     sets: &[(&str, Vec<String>)],
     min_similarity: &[f32],
+    leaf_gate: Option<f32>,
 ) -> Result<Evaluation> {
     let mut out = Vec::new();
     for (name, texts) in sets {
@@ -99,7 +100,7 @@ pub fn evaluate(
                 }
                 cosines[l].push(c);
             }
-            let path = bank.route(v, min_similarity)?;
+            let path = bank.route_gated(v, min_similarity, leaf_gate)?;
             let (units, used, params) = bank.path_units(&path)?;
             let a = score(model, &ids, 1024, None)?;
             let m = if used.is_empty() {

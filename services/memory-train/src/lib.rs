@@ -77,6 +77,8 @@ pub struct MemoryTrainConfig {
     /// Routing thresholds per level used in the evaluation (see
     /// `Bank::route`).
     pub min_similarity: Vec<f32>,
+    /// Leaf gate of the evaluation (see `Bank::route_gated`).
+    pub leaf_gate: Option<f32>,
     /// Evaluate the bank already in `out` (same seed, same samples)
     /// instead of building and training one.
     pub eval_only: bool,
@@ -106,6 +108,7 @@ impl Default for MemoryTrainConfig {
             batch: 2,
             min_similarity: vec![0.3, 0.6],
             eval_only: false,
+            leaf_gate: Some(0.8),
             general_text: PathBuf::from("../shared/data/text/wikitext-2-valid.txt"),
             general_passages: 32,
             seed: 7,
@@ -203,7 +206,20 @@ pub fn run(config: &MemoryTrainConfig) -> Result<RunReport> {
         ("held_out", clip_all(&held)?),
         ("general", general),
     ];
-    let evaluation = evaluate(&model, &encoder, &bank, &sets, &config.min_similarity)?;
+    let mut bank = bank;
+    if config.leaf_gate.is_some() {
+        let texts: Vec<&str> = bank_docs.iter().map(|d| d.text.as_str()).collect();
+        let vectors = fit::embed(&encoder, &texts)?;
+        bank.set_document_vectors(bank_docs.iter().map(|d| d.id.clone()).zip(vectors));
+    }
+    let evaluation = evaluate(
+        &model,
+        &encoder,
+        &bank,
+        &sets,
+        &config.min_similarity,
+        config.leaf_gate,
+    )?;
     let report = RunReport {
         config: config.clone(),
         train,
