@@ -83,7 +83,7 @@ impl Default for LmSettings {
             anchor_score_window: 1024,
             memory_bank_dir: PathBuf::from("models/trained/memory-bank"),
             memory_bank_corpus: PathBuf::from("../shared/data/beir/scifact"),
-            memory_min_similarity: vec![0.3, 0.6],
+            memory_min_similarity: vec![0.3, 0.0],
             memory_learn_documents: true,
             memory_leaf_gate: Some(0.8),
             queue_capacity: 64,
