@@ -24,13 +24,24 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use mnemos_llama::FfnUnits;
 use mnemos_models_core::rng::SplitMix64;
 
+use mnemos_index_core::vector::dot;
+
 use crate::block::{check_units, init_units, read_block, write_block, BlockShape};
 use crate::files::sync_parent;
+use crate::kmeans::normalise;
 use crate::manifest::{BlockRecord, Manifest, MANIFEST_FILE};
 use crate::{BankConfig, BankError, BlockMeta, NodeId, Result, Tree};
 
 /// Sub-directory of the block files.
 pub const BLOCKS_DIR: &str = "blocks";
+
+/// `v` scaled to unit length (callers pass queries `Tree::descend` has
+/// already checked: finite and non-zero).
+fn unit(v: &[f32]) -> Vec<f32> {
+    let mut q = v.to_vec();
+    normalise(&mut q);
+    q
+}
 
 /// A hierarchical memory bank on disk (SPECS §5).
 #[derive(Debug)]
@@ -298,15 +309,10 @@ impl Bank {
         if vectors.is_empty() {
             return Ok(path);
         }
-        let norm = embedding
-            .iter()
-            .map(|v| v * v)
-            .sum::<f32>()
-            .sqrt()
-            .max(1e-12);
+        let q = unit(embedding);
         let best = vectors
             .iter()
-            .map(|v| v.iter().zip(embedding).map(|(a, b)| a * b).sum::<f32>() / norm)
+            .map(|v| dot(v, &q))
             .fold(f32::NEG_INFINITY, f32::max);
         if best < gate {
             path.pop();
@@ -318,9 +324,7 @@ impl Bank {
     /// non-finite or zero vectors are skipped).
     pub fn set_document_vectors(&mut self, vectors: impl IntoIterator<Item = (String, Vec<f32>)>) {
         for (id, mut v) in vectors {
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if norm.is_finite() && norm > 0.0 {
-                v.iter_mut().for_each(|x| *x /= norm);
+            if normalise(&mut v) {
                 self.doc_vectors.insert(id, v);
             }
         }
@@ -348,23 +352,13 @@ impl Bank {
     /// each node's centroid on the way.
     pub fn route_cosines(&self, embedding: &[f32]) -> Result<(Vec<NodeId>, Vec<f32>)> {
         let path = self.tree.descend(embedding)?;
-        let norm = embedding
-            .iter()
-            .map(|v| v * v)
-            .sum::<f32>()
-            .sqrt()
-            .max(1e-12);
+        let q = unit(embedding);
         let cosines = path
             .iter()
             .map(|id| {
-                self.tree.node(id).map_or(f32::NEG_INFINITY, |n| {
-                    n.centroid()
-                        .iter()
-                        .zip(embedding)
-                        .map(|(c, v)| c * v)
-                        .sum::<f32>()
-                        / norm
-                })
+                self.tree
+                    .node(id)
+                    .map_or(f32::NEG_INFINITY, |n| dot(n.centroid(), &q))
             })
             .collect();
         Ok((path, cosines))

@@ -30,6 +30,6 @@ pub use bank::{Bank, BLOCKS_DIR};
 pub use error::{BankError, Result};
 pub use manifest::{BankConfig, BlockMeta, LevelTraining, MANIFEST_FILE};
 pub use node::NodeId;
-pub use texts::TEXTS_FILE;
+pub use texts::{document_text, TEXTS_FILE};
 pub use tree::{Node, Tree, TreeParams, TreeStats};
 pub use tree_file::TREE_FILE;

@@ -9,6 +9,17 @@ use std::path::Path;
 use crate::files::{read_json, write_json};
 use crate::Result;
 
+/// The text a document with a title contributes to a bank: the title, a
+/// newline, the text (either may be empty). One definition for the
+/// training pipeline, the admin write path and the corpus reader, so a
+/// document is embedded and trained on the same way wherever it enters.
+pub fn document_text(title: &str, text: &str) -> String {
+    match (title.trim(), text.trim()) {
+        ("", t) => t.to_string(),
+        (h, t) => format!("{h}\n{t}"),
+    }
+}
+
 /// File name of the texts inside a bank directory.
 pub const TEXTS_FILE: &str = "texts.json";
 

@@ -249,6 +249,14 @@ impl Tree {
         self.leaf_of.is_empty()
     }
 
+    /// The nodes that own a block: every one but the root, top down.
+    pub fn block_nodes(&self) -> Vec<NodeId> {
+        self.nodes()
+            .filter(|n| !n.id().is_root())
+            .map(|n| n.id().clone())
+            .collect()
+    }
+
     pub fn node(&self, id: &NodeId) -> Option<&Node> {
         self.nodes.get(id)
     }

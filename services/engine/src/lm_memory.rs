@@ -299,13 +299,10 @@ fn fill_texts(bank: &mut Bank, corpus: &Path) -> Result<()> {
         let Some(id) = v["_id"].as_str().filter(|id| wanted.contains(*id)) else {
             continue;
         };
-        let title = v["title"].as_str().unwrap_or("").trim();
-        let text = v["text"].as_str().unwrap_or("").trim();
-        let joined = if title.is_empty() {
-            text.to_string()
-        } else {
-            format!("{title}\n{text}")
-        };
+        let joined = mnemos_membank::document_text(
+            v["title"].as_str().unwrap_or(""),
+            v["text"].as_str().unwrap_or(""),
+        );
         texts.push((id.to_string(), joined));
     }
     tracing::info!(

@@ -41,15 +41,6 @@ pub struct WriteOutcome {
     pub timings: UpsertTimings,
 }
 
-/// The text a document contributes to the memory bank, as `mnemos train
-/// memory` reads a BEIR document: the title, a newline, the text.
-fn memory_text(title: &str, text: &str) -> String {
-    match (title.trim(), text.trim()) {
-        ("", t) => t.to_string(),
-        (h, t) => format!("{h}\n{t}"),
-    }
-}
-
 impl Engine {
     /// Inserts or replaces documents. Durable and searchable on return;
     /// with `lm.memory_learn_documents`, also added to the anchor's memory
@@ -129,7 +120,12 @@ impl Engine {
         if let (true, Some(lm)) = (memory, &self.lm) {
             let texts = docs
                 .iter()
-                .map(|d| (d.id.clone(), memory_text(&d.title, &d.text)))
+                .map(|d| {
+                    (
+                        d.id.clone(),
+                        mnemos_membank::document_text(&d.title, &d.text),
+                    )
+                })
                 .collect();
             lm.memory_add(texts).await?;
         }

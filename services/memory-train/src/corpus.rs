@@ -46,10 +46,7 @@ pub fn read_corpus(path: &Path) -> Result<Vec<Document>> {
         let l: Line = serde_json::from_str(line).map_err(|e| {
             MemoryTrainError::Invalid(format!("{} line {}: {e}", file.display(), n + 1))
         })?;
-        let text = match (l.title.trim(), l.text.trim()) {
-            ("", t) => t.to_string(),
-            (h, t) => format!("{h}\n{t}"),
-        };
+        let text = mnemos_membank::document_text(&l.title, &l.text);
         if !text.is_empty() {
             docs.push(Document { id: l.id, text });
         }

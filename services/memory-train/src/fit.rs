@@ -102,6 +102,8 @@ pub fn train_bank(
     };
     let mut bank = Bank::create(&config.out, bank_config, tree)?;
     bank.set_texts(docs.iter().map(|d| (d.id.clone(), d.text.clone())))?;
+    // The leaf gate compares texts with these same embeddings.
+    bank.set_document_vectors(ids.iter().cloned().zip(vectors));
 
     // The residual stream at the first memory block, once per document.
     let started = Instant::now();
@@ -121,12 +123,7 @@ pub fn train_bank(
 
     let started = Instant::now();
     let mut blocks = Vec::new();
-    let nodes: Vec<NodeId> = bank
-        .tree()
-        .nodes()
-        .filter(|n| !n.id().is_root())
-        .map(|n| n.id().clone())
-        .collect();
+    let nodes = bank.tree().block_nodes();
     for node in nodes {
         let level = node.level();
         let under = bank.tree().documents_under(&node);

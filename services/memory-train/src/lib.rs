@@ -174,6 +174,10 @@ pub fn run(config: &MemoryTrainConfig) -> Result<RunReport> {
                 .collect();
             bank.set_training(training, config.max_tokens)?;
         }
+        // Document embeddings are not stored; the leaf gate needs them.
+        let texts: Vec<&str> = bank_docs.iter().map(|d| d.text.as_str()).collect();
+        let vectors = fit::embed(&encoder, &texts)?;
+        bank.set_document_vectors(bank_docs.iter().map(|d| d.id.clone()).zip(vectors));
         let previous: serde_json::Value = std::fs::read(config.out.join("training.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -206,12 +210,6 @@ pub fn run(config: &MemoryTrainConfig) -> Result<RunReport> {
         ("held_out", clip_all(&held)?),
         ("general", general),
     ];
-    let mut bank = bank;
-    if config.leaf_gate.is_some() {
-        let texts: Vec<&str> = bank_docs.iter().map(|d| d.text.as_str()).collect();
-        let vectors = fit::embed(&encoder, &texts)?;
-        bank.set_document_vectors(bank_docs.iter().map(|d| d.id.clone()).zip(vectors));
-    }
     let evaluation = evaluate(
         &model,
         &encoder,

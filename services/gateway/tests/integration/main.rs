@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod hypencoder;
 mod lm;
+mod lm_memory;
 mod process;
 mod router;
 mod visual;
