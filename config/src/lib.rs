@@ -9,11 +9,13 @@
 mod hypencoder;
 mod lm;
 mod settings;
+mod tiers;
 mod visual;
 
 pub use hypencoder::{HypencoderSettings, HYPENCODER_SEARCHES};
 pub use lm::LmSettings;
 pub use settings::*;
+pub use tiers::TierSettings;
 pub use visual::{VisualSettings, VISUAL_AGGREGATIONS};
 
 use std::path::Path;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hypencoder::HypencoderSettings;
 use crate::lm::LmSettings;
+use crate::tiers::TierSettings;
 use crate::visual::VisualSettings;
 use crate::{ConfigError, Result};
 
@@ -22,6 +23,7 @@ pub struct Settings {
     pub visual: VisualSettings,
     pub hypencoder: HypencoderSettings,
     pub lm: LmSettings,
+    pub tiers: TierSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -325,6 +327,7 @@ impl Settings {
         self.visual.validate()?;
         self.hypencoder.validate()?;
         self.lm.validate()?;
+        self.tiers.validate()?;
         if !self.bm25.enabled && !self.dense.enabled {
             return Err(invalid(
                 "bm25.enabled",

@@ -23,6 +23,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use mnemos_llama::FfnUnits;
 use mnemos_models_core::rng::SplitMix64;
+use mnemos_tiers::Tiers;
 
 use mnemos_index_core::vector::dot;
 
@@ -46,11 +47,15 @@ fn unit(v: &[f32]) -> Vec<f32> {
 /// A hierarchical memory bank on disk (SPECS §5).
 #[derive(Debug)]
 pub struct Bank {
-    dir: PathBuf,
-    config: BankConfig,
-    tree: Tree,
-    blocks: BTreeMap<NodeId, BlockRecord>,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: BankConfig,
+    pub(crate) tree: Tree,
+    pub(crate) blocks: BTreeMap<NodeId, BlockRecord>,
+    /// Decoded blocks, for a bank read without tiers (training).
     cache: Mutex<HashMap<NodeId, FfnUnits>>,
+    /// When set, blocks are read through the memory tiers (RAM budget,
+    /// mapped files in `dir`, object storage) instead of the cache.
+    pub(crate) tiers: Option<Tiers>,
     texts: BTreeMap<String, String>,
     /// Unit-length embeddings of the documents, when the caller provided
     /// them (not persisted: they are recomputed from the texts): what the
@@ -89,6 +94,7 @@ impl Bank {
             tree,
             blocks: BTreeMap::new(),
             cache: Mutex::default(),
+            tiers: None,
             texts: BTreeMap::new(),
             doc_vectors: HashMap::new(),
         })
@@ -99,6 +105,14 @@ impl Bank {
     /// against the block files (each enabled block's file present and of
     /// the recorded size). Checksums are checked when a block is read.
     pub fn open(dir: &Path) -> Result<Bank> {
+        Self::open_with(dir, None)
+    }
+
+    /// [`Bank::open`], reading blocks through `tiers` when given (whose
+    /// warm directory must be `dir`). Block files are then not required
+    /// locally: the tiers fetch them from object storage and check them
+    /// against the manifest's size and CRC32 on every read.
+    pub fn open_with(dir: &Path, tiers: Option<Tiers>) -> Result<Bank> {
         let manifest = Manifest::load(dir)?;
         let tree = Tree::load(dir)?;
         let manifest_path = dir.join(MANIFEST_FILE);
@@ -112,7 +126,7 @@ impl Bank {
             if node.is_root() || tree.node(&node).is_none() {
                 return Err(bad(format!("block for node {node}, which the tree lacks")));
             }
-            if !record.meta.disabled {
+            if !record.meta.disabled && tiers.is_none() {
                 let path = block_path(dir, &node);
                 match fs::metadata(&path) {
                     Ok(m) if m.len() == record.bytes => {}
@@ -140,6 +154,7 @@ impl Bank {
             tree,
             blocks,
             cache: Mutex::default(),
+            tiers,
             texts: crate::texts::load(dir)?,
             doc_vectors: HashMap::new(),
         })
@@ -203,7 +218,7 @@ impl Bank {
         let previous = self.blocks.get(node).cloned();
         meta.version = previous.as_ref().map_or(0, |r| r.meta.version) + 1;
         let version = meta.version;
-        self.cache().remove(node);
+        self.forget(node);
         let (bytes, crc32) = write_block(&self.block_path(node), units)?;
         self.blocks
             .insert(node.clone(), BlockRecord { meta, bytes, crc32 });
@@ -225,6 +240,12 @@ impl Bank {
         let Some(record) = self.blocks.get(node).filter(|r| !r.meta.disabled) else {
             return Ok(None);
         };
+        if let Some(tiers) = &self.tiers {
+            let spec = self.spec_of(node, record);
+            let fetched = tiers.get(&spec)?;
+            return crate::block::decode_block(&fetched.bytes, &self.block_path(node), shape)
+                .map(Some);
+        }
         if let Some(units) = self.cache().get(node) {
             return Ok(Some(units.clone()));
         }
@@ -257,9 +278,8 @@ impl Bank {
             self.set_disabled(&newly, false);
             return Err(e);
         }
-        let mut cache = self.cache();
         for n in &newly {
-            cache.remove(n);
+            self.forget(n);
         }
         tracing::info!(doc_id, blocks = newly.len(), "disabled memory blocks");
         Ok(hit)
@@ -438,7 +458,7 @@ impl Bank {
             self.blocks.insert(node.clone(), record);
             return Err(e);
         }
-        self.cache().remove(node);
+        self.forget(node);
         let path = self.block_path(node);
         if path.exists() {
             fs::remove_file(&path).map_err(BankError::io(&path))?;
@@ -477,7 +497,7 @@ impl Bank {
     }
 
     /// The shape of `node`'s block; the root and unknown nodes have none.
-    fn shape(&self, node: &NodeId) -> Result<BlockShape<'_>> {
+    pub(crate) fn shape(&self, node: &NodeId) -> Result<BlockShape<'_>> {
         let units = self
             .tree
             .node(node)
@@ -504,6 +524,15 @@ impl Bank {
         Manifest::new(self.config.clone(), records).save(&self.dir)
     }
 
+    /// Drops any decoded or RAM-tier copy of `node`'s block (replaced,
+    /// disabled or dropped).
+    pub(crate) fn forget(&self, node: &NodeId) {
+        self.cache().remove(node);
+        if let Some(tiers) = &self.tiers {
+            tiers.invalidate(&block_key(node));
+        }
+    }
+
     /// The block cache. It only ever holds whole blocks, so one left by a
     /// panicking thread is still consistent.
     fn cache(&self) -> MutexGuard<'_, HashMap<NodeId, FfnUnits>> {
@@ -512,8 +541,13 @@ impl Bank {
 }
 
 fn block_path(dir: &Path, node: &NodeId) -> PathBuf {
-    dir.join(BLOCKS_DIR)
-        .join(format!("{}.safetensors", node.as_str()))
+    dir.join(block_key(node))
+}
+
+/// A block's key in the memory tiers: its path relative to the bank
+/// directory, which is also its object name under the bank's prefix.
+pub(crate) fn block_key(node: &NodeId) -> String {
+    format!("{BLOCKS_DIR}/{}.safetensors", node.as_str())
 }
 
 #[cfg(test)]

@@ -2,27 +2,9 @@ use candle_core::Tensor;
 use tempfile::TempDir;
 
 use super::*;
-use crate::testing::{clustered, row};
-use crate::TreeParams;
+use crate::testing::{bank_config as config, clustered, row};
 
 const EMBED: usize = 8;
-
-fn config() -> BankConfig {
-    BankConfig {
-        anchor: "tiny".into(),
-        dim: 6,
-        layers: vec![3, 1],
-        units_per_level: vec![4, 2],
-        tree: TreeParams {
-            levels: 2,
-            branching: 3,
-            iterations: 25,
-            seed: 5,
-        },
-        training: Vec::new(),
-        max_tokens: 0,
-    }
-}
 
 /// A bank over 3 clusters of 6 documents, no block trained, and the
 /// embeddings.

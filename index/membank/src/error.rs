@@ -55,6 +55,11 @@ pub enum BankError {
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
 
+    /// A block could not be read through the memory tiers (fetch failure,
+    /// checksum, timeout) or the tiers could not be set up.
+    #[error("memory tiers: {0}")]
+    Tier(#[from] mnemos_tiers::TierError),
+
     /// Merging blocks into one set of units failed (`mnemos-llama`).
     #[error("memory units: {0}")]
     Units(#[from] mnemos_llama::LlamaError),

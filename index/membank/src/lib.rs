@@ -23,6 +23,7 @@ mod node;
 #[cfg(test)]
 mod testing;
 mod texts;
+mod tiered;
 mod tree;
 mod tree_file;
 
@@ -31,5 +32,6 @@ pub use error::{BankError, Result};
 pub use manifest::{BankConfig, BlockMeta, LevelTraining, MANIFEST_FILE};
 pub use node::NodeId;
 pub use texts::{document_text, TEXTS_FILE};
+pub use tiered::{fetch_bank_files, MissingBlock, PathMemory};
 pub use tree::{Node, Tree, TreeParams, TreeStats};
 pub use tree_file::TREE_FILE;

@@ -3,6 +3,7 @@
 use mnemos_models_core::rng::SplitMix64;
 
 use crate::kmeans::normalise;
+use crate::{BankConfig, TreeParams};
 
 /// `clusters × per_cluster` unit vectors of `dim` dimensions, cluster `c`
 /// spread around the `c`-th basis vector with Gaussian noise of std
@@ -33,4 +34,23 @@ pub(crate) fn clustered(
 /// The `row`-th vector of a row-major block.
 pub(crate) fn row(vectors: &[f32], dim: usize, row: usize) -> &[f32] {
     &vectors[row * dim..(row + 1) * dim]
+}
+
+/// A tiny bank's config: 6-wide model, blocks in layers 1 and 3, 4 then 2
+/// units, a 2-level tree of 3 children.
+pub(crate) fn bank_config() -> BankConfig {
+    BankConfig {
+        anchor: "tiny".into(),
+        dim: 6,
+        layers: vec![3, 1],
+        units_per_level: vec![4, 2],
+        tree: TreeParams {
+            levels: 2,
+            branching: 3,
+            iterations: 25,
+            seed: 5,
+        },
+        training: Vec::new(),
+        max_tokens: 0,
+    }
 }

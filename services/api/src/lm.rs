@@ -44,6 +44,39 @@ pub struct LmMemoryUsed {
     pub path: Vec<String>,
     /// Parameters of the fetched blocks.
     pub params: usize,
+    /// True when a block on the route could not be fetched in time (object
+    /// storage down or slow, a damaged block): the answer used the path
+    /// up to its parent, listed in `path`.
+    #[serde(default)]
+    pub degraded: bool,
+    /// The block that could not be fetched, and why (empty when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<LmMissingBlock>,
+    /// Where each block on `path` was read from: `hot` (RAM), `warm`
+    /// (memory-mapped file) or `cold` (object storage). Empty when the
+    /// bank is not read through tiers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<String>,
+}
+
+/// A memory block a request had to do without.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LmMissingBlock {
+    pub node: String,
+    pub reason: String,
+}
+
+/// `GET /v1/admin/tiers`: where the memory bank's blocks are and how the
+/// tiers have done.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TiersResponse {
+    /// LM answers given without part of their memory path.
+    pub degraded_answers: u64,
+    /// Placement and counters per tier (budget, resident bytes, hits,
+    /// misses, evictions, fetch latency percentiles, failures, the
+    /// hottest blocks).
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
 }
 
 /// `GET /v1/lm/models`.

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use mnemos_api::{
     LmGenerateRequest, LmGenerateResponse, LmMemoryJobsResponse, LmModelInfo, LmScoreRequest,
-    LmScoreResponse,
+    LmScoreResponse, TiersResponse,
 };
-use mnemos_config::LmSettings;
+use mnemos_config::{LmSettings, TierSettings};
 use mnemos_lm::GenerateOptions;
 use mnemos_models_core::Encoder;
 use tokio::sync::Semaphore;
@@ -39,11 +39,12 @@ pub struct LmService {
 /// (with its memory bank, routed by `encoder`).
 pub fn load_models(
     settings: &LmSettings,
+    tiers: &TierSettings,
     encoder: Option<Arc<dyn Encoder>>,
     data_dir: &Path,
 ) -> Result<BTreeMap<String, Arc<ServedLm>>> {
     let mut models = load_trained(&settings.models_dir)?;
-    if let Some(anchor) = load_anchor(settings, encoder, data_dir)? {
+    if let Some(anchor) = load_anchor(settings, tiers, encoder, data_dir)? {
         if models.contains_key(&anchor.name) {
             return Err(EngineError::Unavailable(format!(
                 "two language models are named `{}` (lm.anchor_name and a directory in {})",
@@ -61,12 +62,13 @@ impl LmService {
     /// backend's) routes texts into the anchor's memory bank.
     pub async fn open(
         settings: &LmSettings,
+        tiers: &TierSettings,
         encoder: Option<Arc<dyn Encoder>>,
         data_dir: &Path,
     ) -> Result<Self> {
-        let s = settings.clone();
+        let (s, t) = (settings.clone(), tiers.clone());
         let data_dir = data_dir.to_path_buf();
-        let models = blocking(move || load_models(&s, encoder, &data_dir)).await?;
+        let models = blocking(move || load_models(&s, &t, encoder, &data_dir)).await?;
         tracing::info!(models = models.len(), "language models loaded");
         Ok(Self {
             models,
@@ -115,6 +117,19 @@ impl LmService {
                     "no memory bank is served (lm.memory_bank_dir holds none)".into(),
                 ))
             })
+    }
+
+    /// The memory tiers' placement and counters; 404 when no bank is
+    /// served through tiers.
+    pub fn tiers(&self) -> Result<TiersResponse> {
+        self.bank()
+            .and_then(|s| s.memory().and_then(|m| m.tiers()))
+            .ok_or_else(|| {
+                EngineError::NotFound(
+                    "no memory bank is served through tiers (tiers.enabled, lm.memory_bank_dir)"
+                        .into(),
+                )
+            })?
     }
 
     /// The served models, by name.

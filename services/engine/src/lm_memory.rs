@@ -15,12 +15,15 @@
 //! the shipped bank.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use mnemos_api::{LmMemoryJobsResponse, LmMemoryUsed};
+use mnemos_api::{LmMemoryJobsResponse, LmMemoryUsed, LmMissingBlock, TiersResponse};
+use mnemos_config::{LmSettings, TierSettings};
 use mnemos_llama::{FfnUnits, Llama};
 use mnemos_membank::{Bank, NodeId};
 use mnemos_models_core::Encoder;
+use mnemos_tiers::Tiers;
 
 use crate::lm_memory_jobs::Jobs;
 use crate::{EngineError, Result};
@@ -32,6 +35,8 @@ pub struct AnchorMemory {
     min_similarity: Vec<f32>,
     leaf_gate: Option<f32>,
     jobs: Arc<Jobs>,
+    /// Answers given without part of their path (a block not fetched).
+    degraded: AtomicU64,
 }
 
 fn bank_error(e: mnemos_membank::BankError) -> EngineError {
@@ -77,15 +82,32 @@ impl AnchorMemory {
     /// there is no bank or no encoder to route with. Blocks left disabled
     /// by an unlearning that a restart interrupted are queued again.
     pub fn open(
-        seed_dir: &Path,
+        settings: &LmSettings,
+        tier_settings: &TierSettings,
         serve_dir: &Path,
-        corpus: &Path,
         encoder: Option<Arc<dyn Encoder>>,
-        min_similarity: &[f32],
-        leaf_gate: Option<f32>,
         model: Arc<Llama>,
     ) -> Result<Option<Self>> {
+        let (seed_dir, corpus) = (&settings.memory_bank_dir, &settings.memory_bank_corpus);
+        let (min_similarity, leaf_gate) =
+            (&settings.memory_min_similarity, settings.memory_leaf_gate);
         let has_bank = |d: &Path| d.join(mnemos_membank::MANIFEST_FILE).is_file();
+        let tiers = open_tiers(tier_settings, serve_dir)?;
+        if !has_bank(serve_dir) && tier_settings.cold_url.is_some() {
+            // A fresh server starts from the published bank in the bucket:
+            // tree, manifest and texts now, blocks when first read.
+            let tiers = tiers.as_ref().ok_or_else(|| {
+                EngineError::Unavailable("tiers.cold_url needs tiers.enabled".into())
+            })?;
+            let timeout = std::time::Duration::from_secs(30);
+            mnemos_membank::fetch_bank_files(tiers, serve_dir, timeout).map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "cannot read the memory bank from {}: {e}",
+                    tier_settings.cold_url.as_deref().unwrap_or_default()
+                ))
+            })?;
+            tracing::info!(from = ?tier_settings.cold_url, to = %serve_dir.display(), "memory bank read from object storage");
+        }
         if !has_bank(serve_dir) {
             if !has_bank(seed_dir) {
                 tracing::info!(dir = %seed_dir.display(), "no memory bank; the anchor runs without memory");
@@ -106,7 +128,7 @@ impl AnchorMemory {
             );
             return Ok(None);
         };
-        let mut bank = Bank::open(serve_dir).map_err(|e| {
+        let mut bank = Bank::open_with(serve_dir, tiers).map_err(|e| {
             EngineError::Unavailable(format!(
                 "cannot open the memory bank in {}: {e}",
                 serve_dir.display()
@@ -133,6 +155,19 @@ impl AnchorMemory {
             }
             bank.set_document_vectors(ids.into_iter().zip(vectors));
         }
+        if tier_settings.enabled && tier_settings.pin_levels > 0 {
+            // Pinning reads the shallow blocks now: a bucket that cannot
+            // deliver them is reported, and those blocks are fetched (or
+            // skipped, degraded) per request instead.
+            match bank.pin_levels(tier_settings.pin_levels) {
+                Ok(n) => tracing::info!(
+                    blocks = n,
+                    levels = tier_settings.pin_levels,
+                    "memory blocks pinned in RAM"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot pin the shallow memory blocks"),
+            }
+        }
         let (parameters, bytes) = bank.size();
         let disabled: Vec<NodeId> = bank
             .blocks()
@@ -156,6 +191,7 @@ impl AnchorMemory {
             min_similarity: min_similarity.to_vec(),
             leaf_gate,
             jobs,
+            degraded: AtomicU64::new(0),
         }))
     }
 
@@ -188,12 +224,43 @@ impl AnchorMemory {
         let path = bank
             .route_gated(&vector, &self.min_similarity, self.leaf_gate)
             .map_err(bank_error)?;
-        let (units, used, params) = bank.path_units(&path).map_err(bank_error)?;
+        let memory = bank.path_memory(&path).map_err(bank_error)?;
+        drop(bank);
+        if memory.degraded() {
+            self.degraded.fetch_add(1, Ordering::Relaxed);
+        }
         let report = LmMemoryUsed {
-            path: used.iter().map(|n| n.to_string()).collect(),
-            params,
+            path: memory.used.iter().map(|n| n.to_string()).collect(),
+            params: memory.parameters,
+            degraded: memory.degraded(),
+            missing: memory
+                .missing
+                .iter()
+                .map(|m| LmMissingBlock {
+                    node: m.node.to_string(),
+                    reason: m.reason.clone(),
+                })
+                .collect(),
+            tiers: memory.tiers.iter().map(|t| t.to_string()).collect(),
         };
-        Ok(((!used.is_empty()).then_some(units), report))
+        Ok(((!memory.used.is_empty()).then_some(memory.units), report))
+    }
+
+    /// The tiers' placement and counters, when the bank reads through them.
+    pub fn tiers(&self) -> Option<Result<TiersResponse>> {
+        let bank = match self.read() {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        let summary = bank.tiers()?.summary();
+        Some(
+            serde_json::to_value(summary)
+                .map(|summary| TiersResponse {
+                    degraded_answers: self.degraded.load(Ordering::Relaxed),
+                    summary,
+                })
+                .map_err(|e| EngineError::Internal(e.to_string())),
+        )
     }
 
     /// Unlearns `ids`: disables every block trained on them (durable on
@@ -312,6 +379,28 @@ fn fill_texts(bank: &mut Bank, corpus: &Path) -> Result<()> {
         "memory bank texts read from the corpus"
     );
     bank.set_texts(texts).map_err(bank_error)
+}
+
+/// The tiers the served bank reads its blocks through (warm directory:
+/// the bank's own directory), or `None` when `tiers.enabled` is off.
+fn open_tiers(settings: &TierSettings, serve_dir: &Path) -> Result<Option<Tiers>> {
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let bad = |e: mnemos_tiers::TierError| EngineError::Unavailable(format!("memory tiers: {e}"));
+    let mut config =
+        mnemos_tiers::TiersConfig::new(settings.hot_budget_mb << 20, serve_dir.to_path_buf());
+    config.fetch_timeout = std::time::Duration::from_millis(settings.fetch_timeout_ms);
+    config.max_concurrent_fetches = settings.max_concurrent_fetches;
+    if let Some(url) = &settings.cold_url {
+        let options = mnemos_tiers::ColdOptions {
+            endpoint: settings.s3_endpoint.clone(),
+            region: settings.s3_region.clone(),
+            ..mnemos_tiers::ColdOptions::default()
+        };
+        config.cold = Some(mnemos_tiers::ColdStore::open(url, &options).map_err(bad)?);
+    }
+    mnemos_tiers::Tiers::new(config).map(Some).map_err(bad)
 }
 
 /// Where the served copy of the bank lives.

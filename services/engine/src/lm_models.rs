@@ -161,6 +161,9 @@ impl ServedLm {
                 Some(LmMemoryUsed {
                     path: Vec::new(),
                     params: 0,
+                    degraded: false,
+                    missing: Vec::new(),
+                    tiers: Vec::new(),
                 }),
             )),
             LmMemoryMode::Auto => {
@@ -260,6 +263,7 @@ pub fn load_trained(dir: &Path) -> Result<BTreeMap<String, Arc<ServedLm>>> {
 /// the start.
 pub fn load_anchor(
     settings: &LmSettings,
+    tiers: &mnemos_config::TierSettings,
     encoder: Option<Arc<dyn mnemos_models_core::Encoder>>,
     data_dir: &Path,
 ) -> Result<Option<ServedLm>> {
@@ -284,12 +288,10 @@ pub fn load_anchor(
     })?;
     let model = Arc::new(model);
     let memory = AnchorMemory::open(
-        &settings.memory_bank_dir,
+        settings,
+        tiers,
         &crate::lm_memory::serve_dir(data_dir),
-        &settings.memory_bank_corpus,
         encoder,
-        &settings.memory_min_similarity,
-        settings.memory_leaf_gate,
         Arc::clone(&model),
     )?;
     Ok(Some(ServedLm {

@@ -128,7 +128,7 @@ impl Engine {
         let lm = if settings.lm.enabled {
             let encoder = text_encoder.clone().map(|e| -> Arc<dyn Encoder> { e });
             Some(Arc::new(
-                crate::LmService::open(&settings.lm, encoder, &data_dir).await?,
+                crate::LmService::open(&settings.lm, &settings.tiers, encoder, &data_dir).await?,
             ))
         } else {
             None

@@ -35,6 +35,33 @@ pub enum Command {
     /// Train a model (see `mnemos train --help`).
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Memory tiers (see `mnemos tiers --help`).
+    #[command(subcommand)]
+    Tiers(TiersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TiersCommand {
+    /// Upload a memory bank (blocks, tree, texts, manifest last) to object
+    /// storage, so servers with `tiers.cold_url` pointing at it can start
+    /// from the bucket. S3 credentials come from `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`.
+    Publish(TiersPublishArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TiersPublishArgs {
+    /// The bank directory (the output of `mnemos train memory`).
+    #[arg(long, default_value = "models/trained/memory-bank")]
+    pub bank: std::path::PathBuf,
+    /// Where to: `s3://bucket/prefix` or `file:///absolute/dir`.
+    #[arg(long)]
+    pub url: String,
+    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:8333`.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

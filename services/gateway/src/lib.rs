@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod serve;
+pub mod tiers_cli;
 pub mod train;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +115,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/lm/generate", post(lm::generate))
         .route("/v1/lm/score", post(lm::score))
         .route("/v1/admin/lm/memory/jobs", get(lm::memory_jobs))
+        .route("/v1/admin/tiers", get(lm::tiers))
         .route("/v1/visual/classify", post(visual::classify))
         .route("/v1/admin/visual/memories", post(visual::upsert))
         .route(

@@ -1,8 +1,8 @@
 //! `mnemos`: serve, ingest, eval.
 
 use clap::Parser;
-use mnemos_gateway::cli::{check_model, load_settings, Cli, Command, TrainCommand};
-use mnemos_gateway::{eval_visual, serve, train};
+use mnemos_gateway::cli::{check_model, load_settings, Cli, Command, TiersCommand, TrainCommand};
+use mnemos_gateway::{eval_visual, serve, tiers_cli, train};
 
 /// The encoder allocates and frees large tensors on every layer; glibc's
 /// allocator hands such buffers back to the kernel and page-faults them in
@@ -108,5 +108,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let s = load_settings(cli.config.as_ref(), &a.common, None)?;
             train::memory(&s, a)
         }
+        Command::Tiers(TiersCommand::Publish(a)) => tiers_cli::publish(a),
     }
 }

@@ -8,8 +8,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder as _, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::AppState;
@@ -25,6 +25,7 @@ pub struct Metrics {
     latency: HistogramVec,
     search_latency: HistogramVec,
     gauges: IntGaugeVec,
+    tiers: GaugeVec,
 }
 
 impl Metrics {
@@ -61,8 +62,17 @@ impl Metrics {
             &["what"],
         )
         .expect("valid metric");
+        let tiers = GaugeVec::new(
+            Opts::new(
+                "mnemos_tier",
+                "memory tiers: hits, misses, evictions, bytes read and fetch latency (seconds) per tier; resident bytes; failed fetches; degraded answers",
+            ),
+            &["tier", "what"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tiers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(search_latency.clone()),
             Box::new(gauges.clone()),
@@ -75,6 +85,7 @@ impl Metrics {
             latency,
             search_latency,
             gauges,
+            tiers,
         }
     }
 
@@ -111,9 +122,53 @@ impl Metrics {
                     .set(s.texts.load(Relaxed) as i64);
             }
         }
+        if let Some(t) = state
+            .engine()
+            .and_then(|e| e.lm().ok())
+            .and_then(|lm| lm.tiers().ok())
+        {
+            self.set_tiers(&t);
+        }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Metrics {
+    /// Copies a tiers summary into the `mnemos_tier` gauges.
+    fn set_tiers(&self, t: &mnemos_api::TiersResponse) {
+        let g = |tier: &str, what: &str, v: f64| self.tiers.with_label_values(&[tier, what]).set(v);
+        let s = &t.summary;
+        let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+        g("all", "degraded_answers", t.degraded_answers as f64);
+        g("hot", "resident_bytes", num(&s["hot_resident_bytes"]));
+        g("hot", "budget_bytes", num(&s["hot_budget_bytes"]));
+        g("hot", "pinned_bytes", num(&s["pinned_bytes"]));
+        g("warm", "resident_bytes", num(&s["warm_bytes"]));
+        g("cold", "fetches_in_flight", num(&s["fetches_in_flight"]));
+        for what in [
+            "corrupt",
+            "timeouts",
+            "unavailable",
+            "shared_fetches",
+            "prefetches",
+        ] {
+            g("all", what, num(&s["failures"][what]));
+        }
+        for tier in s["tiers"].as_array().into_iter().flatten() {
+            let name = tier["tier"].as_str().unwrap_or("unknown");
+            for what in ["hits", "misses", "evictions", "bytes_read"] {
+                g(name, what, num(&tier[what]));
+            }
+            for (what, key) in [
+                ("fetch_p50_seconds", "fetch_p50_ms"),
+                ("fetch_p99_seconds", "fetch_p99_ms"),
+                ("fetch_max_seconds", "fetch_max_ms"),
+            ] {
+                g(name, what, num(&tier[key]) / 1000.0);
+            }
+        }
     }
 }
 

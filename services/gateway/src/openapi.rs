@@ -15,7 +15,7 @@ use crate::routes::{admin, health, lm, search, visual};
         search::search,
         admin::upsert, admin::get, admin::remove, admin::remove_batch,
         admin::rebuild_hypencoder_graph,
-        lm::models, lm::generate, lm::score, lm::memory_jobs,
+        lm::models, lm::generate, lm::score, lm::memory_jobs, lm::tiers,
         visual::classify, visual::upsert, visual::remove, visual::remove_class, visual::prune,
     ),
     components(schemas(
@@ -34,7 +34,7 @@ use crate::routes::{admin, health, lm, search, visual};
         mnemos_api::LmModelInfo, mnemos_api::LmModelsResponse, mnemos_api::LmGenerateRequest,
         mnemos_api::LmGenerateResponse, mnemos_api::LmScoreRequest, mnemos_api::LmScoreResponse,
         mnemos_api::LmMemoryMode, mnemos_api::LmMemoryUsed, mnemos_api::LmMemoryJob,
-        mnemos_api::LmMemoryJobsResponse,
+        mnemos_api::LmMemoryJobsResponse, mnemos_api::LmMissingBlock, mnemos_api::TiersResponse,
     )),
     modifiers(&BearerAuth),
 )]

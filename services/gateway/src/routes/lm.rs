@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use mnemos_api::{
     LmGenerateRequest, LmGenerateResponse, LmMemoryJobsResponse, LmModelsResponse, LmScoreRequest,
-    LmScoreResponse,
+    LmScoreResponse, TiersResponse,
 };
 
 use crate::error::{ApiError, AppJson};
@@ -75,4 +75,33 @@ pub async fn memory_jobs(
 ) -> Result<Json<LmMemoryJobsResponse>, ApiError> {
     auth::check_admin(&headers, state.admin_token.as_deref())?;
     Ok(Json(state.require_ready()?.lm()?.memory_jobs()?))
+}
+
+/// The memory tiers of the anchor's bank: RAM budget and resident bytes,
+/// pinned blocks, the warm directory and the object store, hits, misses,
+/// evictions and fetch latency per tier, failed fetches, the hottest
+/// blocks, and how many answers went without part of their memory.
+#[utoipa::path(get, path = "/v1/admin/tiers", security(("bearer" = [])), responses(
+    (status = 200, body = TiersResponse),
+    (status = 401, body = mnemos_api::ErrorResponse),
+    (status = 403, body = mnemos_api::ErrorResponse),
+    (status = 404, description = "no memory bank served through tiers", body = mnemos_api::ErrorResponse),
+    (status = 503, body = mnemos_api::ErrorResponse)))]
+pub async fn tiers(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<TiersResponse>, ApiError> {
+    auth::check_admin(&headers, state.admin_token.as_deref())?;
+    let lm = Arc::clone(state.require_ready()?.lm()?);
+    // The summary walks the warm directory: off the async workers.
+    let response = tokio::task::spawn_blocking(move || lm.tiers())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("tiers summary task failed: {e}"),
+            )
+        })??;
+    Ok(Json(response))
 }

@@ -14,7 +14,7 @@ use crate::router::call;
 /// A small bank over four documents, built with the real encoder, whose
 /// blocks are untrained but active (non-zero `up`): enough to see routing,
 /// fetching and the effect on the anchor through the API.
-fn write_bank(dir: &std::path::Path, encoder_dir: &std::path::Path) -> Vec<String> {
+pub(crate) fn write_bank(dir: &std::path::Path, encoder_dir: &std::path::Path) -> Vec<String> {
     use mnemos_membank::{Bank, BankConfig, BlockMeta, Tree, TreeParams};
     use mnemos_models_core::Encoder;
     let docs = [
@@ -93,7 +93,7 @@ fn write_bank(dir: &std::path::Path, encoder_dir: &std::path::Path) -> Vec<Strin
 }
 
 /// Settings serving the anchor with the bank of [`write_bank`].
-fn bank_settings(dir: &std::path::Path) -> Option<mnemos_config::Settings> {
+pub(crate) fn bank_settings(dir: &std::path::Path) -> Option<mnemos_config::Settings> {
     let (anchor, encoder) = (crate::common::smollm_dir()?, crate::common::model_dir()?);
     write_bank(&dir.join("bank"), &encoder);
     let mut s = Loader::new().build().unwrap();

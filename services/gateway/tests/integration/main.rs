@@ -6,6 +6,7 @@ mod common;
 mod hypencoder;
 mod lm;
 mod lm_memory;
+mod lm_tiers;
 mod process;
 mod router;
 mod visual;
