@@ -182,10 +182,24 @@ impl ColdTier {
         slot
     }
 
-    /// Runs `f` to completion on the fetch runtime, from a thread outside
-    /// any runtime (publishing, reading bank files at start).
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.runtime().block_on(f)
+    /// Runs `f` to completion on the fetch runtime (publishing, reading
+    /// bank files at start). Called from inside another runtime (a server's
+    /// start-up, an async test), it waits on a scoped thread instead, as a
+    /// runtime cannot be blocked on from within one.
+    pub fn block_on<F>(&self, f: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        let runtime = self.runtime();
+        if tokio::runtime::Handle::try_current().is_err() {
+            return runtime.block_on(f);
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| runtime.block_on(f))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 }
 

@@ -141,28 +141,40 @@ impl Seaweed {
             .map_err(TierError::io(&self.binary))?;
         self.child = Some(child);
         let store = self.store("mnemos-probe", "")?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| TierError::Config(e.to_string()))?;
-        let started = Instant::now();
-        loop {
-            let up = TcpStream::connect(("127.0.0.1", s3)).is_ok()
-                && runtime
-                    .block_on(store.put("probe", Bytes::from_static(b"ok")))
-                    .is_ok();
-            if up {
-                return Ok(());
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                self.stop();
-                return Err(TierError::Config(format!(
-                    "SeaweedFS did not come up within 60 s (log: {})",
-                    log_path.display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        // The probe runs on a thread of its own with its own runtime:
+        // callers may be inside a runtime (async tests), where blocking on
+        // (or dropping) another one panics.
+        let up = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<bool> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| TierError::Config(e.to_string()))?;
+                    let started = Instant::now();
+                    while started.elapsed() < Duration::from_secs(60) {
+                        if TcpStream::connect(("127.0.0.1", s3)).is_ok()
+                            && runtime
+                                .block_on(store.put("probe", Bytes::from_static(b"ok")))
+                                .is_ok()
+                        {
+                            return Ok(true);
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Ok(false)
+                })
+                .join()
+                .unwrap_or(Ok(false))
+        })?;
+        if !up {
+            self.stop();
+            return Err(TierError::Config(format!(
+                "SeaweedFS did not come up within 60 s (log: {})",
+                log_path.display()
+            )));
         }
+        Ok(())
     }
 }
 
