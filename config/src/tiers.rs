@@ -33,6 +33,11 @@ pub struct TierSettings {
     pub fetch_timeout_ms: u64,
     /// Object-storage fetches at once.
     pub max_concurrent_fetches: usize,
+    /// Rows per page of the product-key memory value tables, which the
+    /// trained models then read through the tiers
+    /// (`<data_dir>/pkm-pages/<model>`, a lookup fetching only the pages it
+    /// reads); 0 keeps the tables in RAM.
+    pub pkm_page_rows: usize,
 }
 
 impl Default for TierSettings {
@@ -46,6 +51,7 @@ impl Default for TierSettings {
             s3_region: None,
             fetch_timeout_ms: 500,
             max_concurrent_fetches: 8,
+            pkm_page_rows: 0,
         }
     }
 }
@@ -63,6 +69,7 @@ impl TierSettings {
             self.fetch_timeout_ms as usize,
             1..=600_000,
         )?;
+        in_range("tiers.pkm_page_rows", self.pkm_page_rows, 0..=1 << 20)?;
         in_range(
             "tiers.max_concurrent_fetches",
             self.max_concurrent_fetches,

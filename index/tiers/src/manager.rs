@@ -248,7 +248,7 @@ impl Tiers {
     fn offer(&self, spec: &BlockSpec, hash: u64, bytes: &Bytes, freq: u32) {
         let mut state = self.state();
         let State { hot, freq: sketch } = &mut *state;
-        if hot.contains(&spec.key) && hot.get(&spec.key, spec.crc32).is_some() {
+        if hot.get(&spec.key, spec.crc32).is_some() {
             return;
         }
         let owned = Bytes::copy_from_slice(bytes);

@@ -51,6 +51,10 @@ pub enum LmError {
     /// The tensor runtime failed.
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
+
+    /// Paged value tables: the memory tiers could not be set up or read.
+    #[error("memory tiers: {0}")]
+    Unavailable(String),
 }
 
 /// Result alias for this crate.

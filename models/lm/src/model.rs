@@ -181,6 +181,53 @@ impl Lm {
             .collect()
     }
 
+    /// Serves the memory layers' value tables in pages of `rows_per_page`
+    /// rows through `tiers` (written under `{prefix}/layer-{i}/` in the warm
+    /// directory, and published when the tiers have a cold store); a
+    /// Memory+ model's shared table is paged once. Returns the pages
+    /// written. Inference only: training reads the in-memory tables.
+    pub fn page_memory_values(
+        &mut self,
+        tiers: &mnemos_tiers::Tiers,
+        rows_per_page: usize,
+        prefix: &str,
+        publish: bool,
+    ) -> Result<usize> {
+        let mut shared: Option<std::sync::Arc<crate::PagedValues>> = None;
+        let mut pages = 0;
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let Mixer::Memory(layer) = &mut block.mixer else {
+                continue;
+            };
+            let is_shared = layer.config().variant == crate::MemoryVariant::MemoryPlus;
+            let paged = match (&shared, is_shared) {
+                (Some(p), true) => std::sync::Arc::clone(p),
+                _ => {
+                    let name = if is_shared {
+                        "shared".to_string()
+                    } else {
+                        format!("layer-{i}")
+                    };
+                    let p = std::sync::Arc::new(crate::PagedValues::export(
+                        &layer.value_table()?,
+                        self.config.dim,
+                        rows_per_page,
+                        tiers.clone(),
+                        &format!("{prefix}/{name}"),
+                        publish,
+                    )?);
+                    pages += p.pages().len();
+                    if is_shared {
+                        shared = Some(std::sync::Arc::clone(&p));
+                    }
+                    p
+                }
+            };
+            layer.set_paged_values(Some(paged))?;
+        }
+        Ok(pages)
+    }
+
     /// Next-token logits `(B, S, vocab)` for token ids `(B, S)` (u32),
     /// for inference: memory lookups take their fast path and batch norm
     /// its running statistics.

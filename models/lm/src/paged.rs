@@ -157,3 +157,7 @@ impl PagedValues {
         Ok(reads)
     }
 }
+
+#[cfg(test)]
+#[path = "paged_tests.rs"]
+mod tests;

@@ -50,17 +50,13 @@ fn paged_values_give_the_same_output_and_read_only_their_pages() -> Result<()> {
         let t = tiers(&dir.path().join(format!("{variant:?}")))?;
         let paged = PagedValues::export(&layer.value_table()?, 12, 8, t.clone(), "values", false)?;
         assert_eq!(paged.pages().len(), 32);
-        layer.set_paged_values(Some(Arc::new(paged)));
+        layer.set_paged_values(Some(Arc::new(paged)))?;
         let got = layer.forward(&x)?;
         assert!(max_diff(&got, &want) < 1e-6, "{variant:?}");
         let s = t.summary();
         let reads = s.tiers[0].hits + s.tiers[0].misses;
-        let distinct: std::collections::HashSet<u32> = layer
-            .lookup(&x)?
-            .indices
-            .iter()
-            .map(|id| id / 8)
-            .collect();
+        let distinct: std::collections::HashSet<u32> =
+            layer.lookup(&x)?.indices.iter().map(|id| id / 8).collect();
         assert_eq!(reads as usize, distinct.len(), "one read per page touched");
         assert!(distinct.len() <= 8);
         assert_eq!(layer.degraded_lookups(), 0);
@@ -83,9 +79,12 @@ fn a_missing_page_degrades_the_lookup_instead_of_failing_it() -> Result<()> {
     let first = layer.lookup(&x)?.indices[0] / 8;
     let key = &paged.pages()[first as usize].key;
     std::fs::remove_file(dir.path().join(key)).expect("remove page");
-    layer.set_paged_values(Some(Arc::new(paged)));
+    layer.set_paged_values(Some(Arc::new(paged)))?;
     let got = layer.forward(&x)?;
-    assert!(max_diff(&got, &want) > 1e-6, "a missing page must change the sum");
+    assert!(
+        max_diff(&got, &want) > 1e-6,
+        "a missing page must change the sum"
+    );
     assert_eq!(layer.degraded_lookups(), 1);
     Ok(())
 }

@@ -27,6 +27,9 @@
 //!   token 5–15% faster than the training path, which shares the bag
 //!   kernel (`examples/memory_scale.rs`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor, D};
 
 use crate::bag::{bag_sum, EmbeddingBag};
@@ -34,6 +37,7 @@ use crate::batchnorm::BatchNorm;
 use crate::config::{MemoryConfig, MemoryVariant};
 use crate::error::{LmError, Result};
 use crate::ops::{linear, with_host_f32};
+use crate::paged::PagedValues;
 use crate::params::{Init, ParamSource};
 use crate::topk::{Pick, ProductTopK};
 
@@ -81,6 +85,11 @@ pub struct MemoryLayer {
     /// `(N, dim)`; with Memory+, one table shared by all memory layers.
     values: Tensor,
     gate: Option<Gate>,
+    /// When set, inference reads the value rows in pages through the
+    /// memory tiers instead of from `values` ([`MemoryLayer::set_paged_values`]).
+    paged: Option<Arc<PagedValues>>,
+    /// Lookups answered with a page missing (its rows read as zero).
+    degraded: Arc<AtomicU64>,
 }
 
 impl MemoryLayer {
@@ -158,7 +167,38 @@ impl MemoryLayer {
             keys,
             values,
             gate,
+            paged: None,
+            degraded: Arc::default(),
         })
+    }
+
+    /// The value table, `(N, dim)` row-major.
+    pub fn value_table(&self) -> Result<Vec<f32>> {
+        Ok(self.values.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Reads values in pages through the memory tiers at inference
+    /// (`None`: from the in-memory table again). Training always uses the
+    /// in-memory table. The pages must hold this layer's `(N, dim)` table.
+    pub fn set_paged_values(&mut self, paged: Option<Arc<PagedValues>>) -> Result<()> {
+        if let Some(p) = &paged {
+            if p.rows() != self.config.num_values() || p.dim() != self.dim {
+                return Err(LmError::InvalidInput(format!(
+                    "paged values of {} x {} for a memory of {} x {}",
+                    p.rows(),
+                    p.dim(),
+                    self.config.num_values(),
+                    self.dim
+                )));
+            }
+        }
+        self.paged = paged;
+        Ok(())
+    }
+
+    /// Inference lookups that ran with a value page missing.
+    pub fn degraded_lookups(&self) -> u64 {
+        self.degraded.load(Ordering::Relaxed)
     }
 
     /// The lookup's configuration.
@@ -347,9 +387,15 @@ impl MemoryLayer {
         }
         let ids = picks.value_ids(self.config.n_keys);
         let mut out = vec![0f32; picks.tokens * self.dim];
-        with_host_f32(&self.values, |table| {
-            bag_sum(table, self.dim, &ids, &weights, &mut out)
-        })?;
+        if let Some(paged) = &self.paged {
+            if paged.bag_sum(&ids, &weights, &mut out)?.missing > 0 {
+                self.degraded.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            with_host_f32(&self.values, |table| {
+                bag_sum(table, self.dim, &ids, &weights, &mut out)
+            })?;
+        }
         let shape = (picks.tokens, self.dim);
         Ok(Tensor::from_vec(out, shape, self.values.device())?)
     }

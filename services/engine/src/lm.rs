@@ -43,7 +43,7 @@ pub fn load_models(
     encoder: Option<Arc<dyn Encoder>>,
     data_dir: &Path,
 ) -> Result<BTreeMap<String, Arc<ServedLm>>> {
-    let mut models = load_trained(&settings.models_dir)?;
+    let mut models = load_trained(&settings.models_dir, tiers, data_dir)?;
     if let Some(anchor) = load_anchor(settings, tiers, encoder, data_dir)? {
         if models.contains_key(&anchor.name) {
             return Err(EngineError::Unavailable(format!(

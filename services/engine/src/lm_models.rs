@@ -218,8 +218,14 @@ impl ServedLm {
 
 /// Loads every model directory under `dir` (sorted by name). A directory
 /// without weights is skipped; one with weights that fail to load stops the
-/// start with its name, rather than serving a partial set silently.
-pub fn load_trained(dir: &Path) -> Result<BTreeMap<String, Arc<ServedLm>>> {
+/// start with its name, rather than serving a partial set silently. With
+/// `tiers.pkm_page_rows` set, memory layers read their value tables in
+/// pages through the memory tiers (`<data_dir>/pkm-pages/<model>`).
+pub fn load_trained(
+    dir: &Path,
+    tiers: &mnemos_config::TierSettings,
+    data_dir: &Path,
+) -> Result<BTreeMap<String, Arc<ServedLm>>> {
     let mut models = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         tracing::warn!(dir = %dir.display(), "no trained language models directory");
@@ -237,7 +243,19 @@ pub fn load_trained(dir: &Path) -> Result<BTreeMap<String, Arc<ServedLm>>> {
                 path.display()
             ))
         };
-        let model = Lm::load(&path).map_err(fail)?;
+        let mut model = Lm::load(&path).map_err(fail)?;
+        if tiers.enabled && tiers.pkm_page_rows > 0 && !model.memory_layers().is_empty() {
+            let warm = data_dir.join("pkm-pages").join(&name);
+            let t = mnemos_tiers::Tiers::new(mnemos_tiers::TiersConfig::new(
+                tiers.hot_budget_mb << 20,
+                warm,
+            ))
+            .map_err(|e| EngineError::Unavailable(format!("memory tiers for `{name}`: {e}")))?;
+            let pages = model
+                .page_memory_values(&t, tiers.pkm_page_rows, "values", false)
+                .map_err(fail)?;
+            tracing::info!(model = %name, pages, rows_per_page = tiers.pkm_page_rows, "memory values paged through the tiers");
+        }
         let tokenizer = LmTokenizer::load(&path.join(TOKENIZER_FILE)).map_err(fail)?;
         if tokenizer.vocab_size() > model.config().vocab_size {
             return Err(EngineError::Unavailable(format!(

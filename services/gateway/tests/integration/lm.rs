@@ -312,3 +312,45 @@ async fn the_committed_experiment_models_are_served_under_their_names() {
         assert!(r["perplexity"].as_f64().unwrap() < 1000.0, "{name}: {r}");
     }
 }
+
+#[tokio::test]
+async fn paged_memory_values_score_exactly_like_values_in_ram() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/trained/lm");
+    let text = " The city was founded in the 12th century by a group of monks .";
+    let mut nll = Vec::new();
+    for page_rows in [0, 64] {
+        let data = tempfile::tempdir().unwrap();
+        let mut s = Loader::new().build().unwrap();
+        s.server.data_dir = data.path().join("data");
+        s.dense.enabled = false;
+        s.hypencoder.enabled = false;
+        s.visual.enabled = false;
+        s.search.default_backends = vec!["bm25".into()];
+        s.lm.models_dir = dir.clone();
+        s.lm.anchor_dir = data.path().join("no-anchor");
+        s.tiers.pkm_page_rows = page_rows;
+        let app = serve(s).await;
+        let mut row = Vec::new();
+        for name in ["tiny-2l-pkm", "tiny-2l-memplus"] {
+            let (st, r) = post(&app, "/v1/lm/score", json!({"model": name, "text": text})).await;
+            assert_eq!(st, StatusCode::OK, "{r}");
+            row.push(r["nll"].as_f64().unwrap());
+        }
+        if page_rows > 0 {
+            // 36,864 values in pages of 64 rows: one table per PKM layer,
+            // one shared table for Memory+.
+            for name in ["tiny-2l-pkm", "tiny-2l-memplus"] {
+                let pages =
+                    std::fs::read_dir(data.path().join(format!("data/pkm-pages/{name}/values")))
+                        .unwrap()
+                        .flat_map(|layer| std::fs::read_dir(layer.unwrap().path()).unwrap())
+                        .count();
+                assert_eq!(pages, 36_864 / 64, "{name}");
+            }
+        }
+        nll.push(row);
+    }
+    for (ram, paged) in nll[0].iter().zip(&nll[1]) {
+        assert!((ram - paged).abs() < 1e-4, "{nll:?}");
+    }
+}
