@@ -24,6 +24,11 @@ pub struct TierSettings {
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` variables, never from
     /// this file.
     pub cold_url: Option<String>,
+    /// A data-directory snapshot published by `mnemos tiers publish-data`
+    /// (`s3://bucket/prefix` or `file:///abs/dir`): a server whose data
+    /// directory is empty or absent restores it from there before it opens
+    /// anything, so a fresh machine starts from the bucket.
+    pub data_url: Option<String>,
     /// An S3-compatible endpoint (`http://127.0.0.1:8333` for SeaweedFS);
     /// unset for AWS.
     pub s3_endpoint: Option<String>,
@@ -47,6 +52,7 @@ impl Default for TierSettings {
             hot_budget_mb: 64,
             pin_levels: 1,
             cold_url: None,
+            data_url: None,
             s3_endpoint: None,
             s3_region: None,
             fetch_timeout_ms: 500,
@@ -75,6 +81,14 @@ impl TierSettings {
             self.max_concurrent_fetches,
             1..=1024,
         )?;
+        if let Some(url) = &self.data_url {
+            if !(url.starts_with("s3://") || url.starts_with("file:///")) {
+                return Err(invalid(
+                    "tiers.data_url",
+                    "must be s3://bucket/prefix or file:///absolute/dir",
+                ));
+            }
+        }
         if let Some(url) = &self.cold_url {
             let ok = url.starts_with("s3://") || url.starts_with("file:///");
             if !ok {

@@ -24,6 +24,7 @@ mod key;
 mod manager;
 mod metrics;
 pub mod seaweed;
+mod snapshot;
 mod warm;
 
 pub use cold::{ColdOptions, ColdStore};
@@ -33,6 +34,7 @@ pub use hot::{Admission, HotTier};
 pub use key::{validate_key, MAX_KEY_BYTES};
 pub use manager::{Fetched, Placement, Tiers, TiersConfig, TiersSummary};
 pub use metrics::{FailureStats, TierCounterStats};
+pub use snapshot::{SnapshotStats, SNAPSHOT_MANIFEST};
 pub use warm::WarmTier;
 
 /// A block as a reader expects it: its key and the size and CRC32 of the

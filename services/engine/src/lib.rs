@@ -20,6 +20,7 @@ mod lm_memory;
 mod lm_memory_jobs;
 mod lm_models;
 mod open;
+mod restore;
 mod search;
 pub mod visual;
 mod write;

@@ -52,6 +52,10 @@ impl Engine {
     pub async fn open(settings: Settings) -> Result<(Engine, Loaded)> {
         let started = Instant::now();
         let data_dir = settings.server.data_dir.clone();
+        if settings.tiers.data_url.is_some() {
+            let (tiers, dir) = (settings.tiers.clone(), data_dir.clone());
+            crate::blocking(move || crate::restore::restore_data_dir(&tiers, &dir)).await?;
+        }
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             EngineError::Unavailable(format!(
                 "cannot create data dir {}: {e}",

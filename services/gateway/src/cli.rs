@@ -47,6 +47,26 @@ pub enum TiersCommand {
     /// from the bucket. S3 credentials come from `AWS_ACCESS_KEY_ID` and
     /// `AWS_SECRET_ACCESS_KEY`.
     Publish(TiersPublishArgs),
+    /// Upload a stopped server's data directory (document store, indexes,
+    /// visual memory, memory bank) to object storage, one object per file
+    /// and a manifest last; a server with `tiers.data_url` pointing at it
+    /// and an empty data directory restores it at start.
+    PublishData(TiersPublishDataArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TiersPublishDataArgs {
+    /// The data directory (the server must be stopped).
+    #[arg(long, default_value = "data")]
+    pub data_dir: std::path::PathBuf,
+    /// Where to: `s3://bucket/prefix` or `file:///absolute/dir`.
+    #[arg(long)]
+    pub url: String,
+    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:8333`.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -109,5 +109,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             train::memory(&s, a)
         }
         Command::Tiers(TiersCommand::Publish(a)) => tiers_cli::publish(a),
+        Command::Tiers(TiersCommand::PublishData(a)) => tiers_cli::publish_data(a),
     }
 }

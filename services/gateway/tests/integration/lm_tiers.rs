@@ -123,3 +123,103 @@ async fn a_bank_in_object_storage_serves_through_an_outage() {
         );
     }
 }
+
+/// Settings for a BM25-only server over `data` (quick to start).
+fn bm25_only(data: std::path::PathBuf) -> mnemos_config::Settings {
+    let mut s = mnemos_config::Loader::new().build().unwrap();
+    s.server.data_dir = data;
+    s.server.admin_token = Some(crate::common::TOKEN.into());
+    s.dense.enabled = false;
+    s.hypencoder.enabled = false;
+    s.visual.enabled = false;
+    s.lm.enabled = false;
+    s.search.default_backends = vec!["bm25".into()];
+    s
+}
+
+#[tokio::test]
+async fn a_fresh_server_starts_from_a_published_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = crate::common::docs_json(&[
+        (
+            "heart",
+            "Heart attack",
+            "Blocked blood flow to the heart muscle.",
+        ),
+        ("flu", "Influenza", "A viral infection of the airways."),
+        ("bone", "Fracture", "A break in the continuity of a bone."),
+    ]);
+    {
+        let app = serve(bm25_only(dir.path().join("a"))).await;
+        let (st, body) = call(
+            &app,
+            "POST",
+            "/v1/admin/documents",
+            Some(crate::common::TOKEN),
+            Some(docs.to_string()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let (st, _) = call(
+            &app,
+            "DELETE",
+            "/v1/admin/documents/bone",
+            Some(crate::common::TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    // The first server is gone; its data directory goes to a bucket.
+    let bucket = dir.path().join("bucket");
+    let mut config = mnemos_tiers::TiersConfig::new(1 << 20, dir.path().join("scratch"));
+    config.cold = Some(
+        mnemos_tiers::ColdStore::open(
+            &format!("file://{}", bucket.display()),
+            &mnemos_tiers::ColdOptions::default(),
+        )
+        .unwrap(),
+    );
+    let stats = mnemos_tiers::Tiers::new(config)
+        .unwrap()
+        .publish_dir(&dir.path().join("a"), "snapshot")
+        .unwrap();
+    assert!(stats.files > 0);
+
+    // A fresh server with an empty data directory starts from it.
+    let mut s = bm25_only(dir.path().join("b"));
+    s.tiers.data_url = Some(format!("file://{}", bucket.display()));
+    let app = serve(s).await;
+    let (st, body) = post(
+        &app,
+        "/v1/search",
+        json!({"query": "heart attack blood flow", "k": 3}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["hits"][0]["id"], "heart", "{body}");
+    // The removal came along: never served again.
+    let (_, body) = post(
+        &app,
+        "/v1/search",
+        json!({"query": "bone fracture break", "k": 3}),
+    )
+    .await;
+    assert!(
+        body["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["id"] != "bone"),
+        "{body}"
+    );
+    let (st, _) = call(
+        &app,
+        "GET",
+        "/v1/admin/documents/bone",
+        Some(crate::common::TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
