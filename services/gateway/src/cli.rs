@@ -59,14 +59,8 @@ pub struct TiersPublishDataArgs {
     /// The data directory (the server must be stopped).
     #[arg(long, default_value = "data")]
     pub data_dir: std::path::PathBuf,
-    /// Where to: `s3://bucket/prefix` or `file:///absolute/dir`.
-    #[arg(long)]
-    pub url: String,
-    /// An S3-compatible endpoint, e.g. `http://127.0.0.1:8333`.
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    #[arg(long)]
-    pub region: Option<String>,
+    #[command(flatten)]
+    pub store: ObjectStoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -74,7 +68,14 @@ pub struct TiersPublishArgs {
     /// The bank directory (the output of `mnemos train memory`).
     #[arg(long, default_value = "models/trained/memory-bank")]
     pub bank: std::path::PathBuf,
-    /// Where to: `s3://bucket/prefix` or `file:///absolute/dir`.
+    #[command(flatten)]
+    pub store: ObjectStoreArgs,
+}
+
+/// Where an upload goes.
+#[derive(Debug, Args)]
+pub struct ObjectStoreArgs {
+    /// `s3://bucket/prefix` or `file:///absolute/dir`.
     #[arg(long)]
     pub url: String,
     /// An S3-compatible endpoint, e.g. `http://127.0.0.1:8333`.
