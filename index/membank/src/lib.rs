@@ -20,6 +20,7 @@ mod files;
 mod kmeans;
 mod manifest;
 mod node;
+mod routing;
 #[cfg(test)]
 mod testing;
 mod texts;
