@@ -26,20 +26,14 @@ import statistics
 import time
 import urllib.request
 
+from mnemos_http import call
+
 
 def read_checksummed_json(path):
     raw = pathlib.Path(path).read_bytes()
     return json.loads(raw[:-4])  # mnemos appends a 4-byte CRC32
 
 
-def call(target, method, path, body=None, token=None):
-    req = urllib.request.Request(target + path, method=method)
-    req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", "Bearer " + token)
-    data = json.dumps(body).encode() if body is not None else None
-    with urllib.request.urlopen(req, data, timeout=600) as r:
-        return json.loads(r.read())
 
 
 def score(target, text, memory):

@@ -32,6 +32,8 @@ import tempfile
 import time
 import urllib.request
 
+from mnemos_http import call
+
 TOKEN = "tiers-bench-token"
 KEY, SECRET = "mnemos-bench", "mnemos-bench-secret"
 
@@ -55,14 +57,6 @@ def free_port(pair=False):
                 t.close()
 
 
-def call(base, method, path, body=None, token=None):
-    req = urllib.request.Request(base + path, method=method)
-    req.add_header("content-type", "application/json")
-    if token:
-        req.add_header("authorization", "Bearer " + token)
-    data = json.dumps(body).encode() if body is not None else None
-    with urllib.request.urlopen(req, data, timeout=600) as r:
-        return json.loads(r.read())
 
 
 def wait_ready(base, proc, what):

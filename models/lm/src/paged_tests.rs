@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use mnemos_tiers::{Tiers, TiersConfig};
 
+use crate::pkm::tests::max_diff;
 use crate::rng::SplitMix64;
 use crate::{MemoryConfig, MemoryLayer, MemoryVariant, PagedValues, Result};
 
@@ -25,14 +26,6 @@ fn layer(variant: MemoryVariant) -> Result<MemoryLayer> {
 fn tiers(dir: &std::path::Path) -> Result<Tiers> {
     Tiers::new(TiersConfig::new(1 << 20, dir.to_path_buf()))
         .map_err(|e| crate::LmError::Unavailable(e.to_string()))
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .and_then(|d| d.abs())
-        .and_then(|d| d.max_all())
-        .and_then(|d| d.to_scalar::<f32>())
-        .expect("diff")
 }
 
 #[test]

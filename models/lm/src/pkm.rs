@@ -445,4 +445,4 @@ fn softmax_in_place(xs: &mut [f32]) {
 
 #[cfg(test)]
 #[path = "pkm_tests.rs"]
-mod tests;
+pub(crate) mod tests;

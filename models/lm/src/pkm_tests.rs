@@ -21,7 +21,9 @@ fn input(tokens: usize, dim: usize, seed: u64) -> Tensor {
         .expect("input")
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+/// The largest absolute difference of two tensors (shared with the paged
+/// values' tests).
+pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .and_then(|d| d.abs())
         .and_then(|d| d.max_all())

@@ -393,11 +393,7 @@ fn open_tiers(settings: &TierSettings, serve_dir: &Path) -> Result<Option<Tiers>
     config.fetch_timeout = std::time::Duration::from_millis(settings.fetch_timeout_ms);
     config.max_concurrent_fetches = settings.max_concurrent_fetches;
     if let Some(url) = &settings.cold_url {
-        let options = mnemos_tiers::ColdOptions {
-            endpoint: settings.s3_endpoint.clone(),
-            region: settings.s3_region.clone(),
-            ..mnemos_tiers::ColdOptions::default()
-        };
+        let options = crate::restore::cold_options(settings);
         config.cold = Some(mnemos_tiers::ColdStore::open(url, &options).map_err(bad)?);
     }
     mnemos_tiers::Tiers::new(config).map(Some).map_err(bad)

@@ -9,6 +9,15 @@ use mnemos_tiers::{ColdOptions, ColdStore, Tiers, TiersConfig};
 
 use crate::{EngineError, Result};
 
+/// How `[tiers]` reaches object storage (credentials from `AWS_*`).
+pub(crate) fn cold_options(settings: &TierSettings) -> ColdOptions {
+    ColdOptions {
+        endpoint: settings.s3_endpoint.clone(),
+        region: settings.s3_region.clone(),
+        ..ColdOptions::default()
+    }
+}
+
 /// Restores `data_dir` from `settings.data_url` when it is absent or
 /// empty; a directory holding anything is left alone (never overwritten).
 pub(crate) fn restore_data_dir(settings: &TierSettings, data_dir: &Path) -> Result<()> {
@@ -22,12 +31,7 @@ pub(crate) fn restore_data_dir(settings: &TierSettings, data_dir: &Path) -> Resu
     let fail = |e: mnemos_tiers::TierError| {
         EngineError::Unavailable(format!("cannot restore the data directory from {url}: {e}"))
     };
-    let options = ColdOptions {
-        endpoint: settings.s3_endpoint.clone(),
-        region: settings.s3_region.clone(),
-        ..ColdOptions::default()
-    };
-    let store = ColdStore::open(url, &options).map_err(fail)?;
+    let store = ColdStore::open(url, &cold_options(settings)).map_err(fail)?;
     // The manager wants a warm directory; a restore never uses it.
     let scratch = data_dir.with_extension("restore-scratch");
     let mut config = TiersConfig::new(1, scratch.clone());

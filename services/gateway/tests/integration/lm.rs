@@ -272,19 +272,25 @@ async fn the_anchor_is_served_answers_in_chat_and_scores_text() {
     assert!(r["perplexity"].as_f64().unwrap() > 2.0 * ppl, "{r} vs {s}");
 }
 
-#[tokio::test]
-async fn the_committed_experiment_models_are_served_under_their_names() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/trained/lm");
-    let data = tempfile::tempdir().unwrap();
+/// Settings serving the committed experiment models only (no anchor, BM25
+/// only), with `data` as the data directory's parent.
+fn committed_models(data: &std::path::Path) -> mnemos_config::Settings {
     let mut s = Loader::new().build().unwrap();
-    s.server.data_dir = data.path().join("data");
+    s.server.data_dir = data.join("data");
     s.dense.enabled = false;
     s.hypencoder.enabled = false;
     s.visual.enabled = false;
     s.search.default_backends = vec!["bm25".into()];
-    s.lm.models_dir = dir;
-    s.lm.anchor_dir = data.path().join("no-anchor");
-    let app = serve(s).await;
+    s.lm.models_dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/trained/lm");
+    s.lm.anchor_dir = data.join("no-anchor");
+    s
+}
+
+#[tokio::test]
+async fn the_committed_experiment_models_are_served_under_their_names() {
+    let data = tempfile::tempdir().unwrap();
+    let app = serve(committed_models(data.path())).await;
     let (st, body) = call(&app, "GET", "/v1/lm/models", None, None).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let names: Vec<&str> = body["models"]
@@ -315,19 +321,11 @@ async fn the_committed_experiment_models_are_served_under_their_names() {
 
 #[tokio::test]
 async fn paged_memory_values_score_exactly_like_values_in_ram() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/trained/lm");
     let text = " The city was founded in the 12th century by a group of monks .";
     let mut nll = Vec::new();
     for page_rows in [0, 64] {
         let data = tempfile::tempdir().unwrap();
-        let mut s = Loader::new().build().unwrap();
-        s.server.data_dir = data.path().join("data");
-        s.dense.enabled = false;
-        s.hypencoder.enabled = false;
-        s.visual.enabled = false;
-        s.search.default_backends = vec!["bm25".into()];
-        s.lm.models_dir = dir.clone();
-        s.lm.anchor_dir = data.path().join("no-anchor");
+        let mut s = committed_models(data.path());
         s.tiers.pkm_page_rows = page_rows;
         let app = serve(s).await;
         let mut row = Vec::new();
