@@ -6,12 +6,14 @@
 //! unknown key or wrong type anywhere is reported with its dotted path
 //! (`dense.max_batch: invalid type ...`) instead of being silently ignored.
 
+mod admission;
 mod hypencoder;
 mod lm;
 mod settings;
 mod tiers;
 mod visual;
 
+pub use admission::{AdmissionSettings, ClassLimits};
 pub use hypencoder::{HypencoderSettings, HYPENCODER_SEARCHES};
 pub use lm::LmSettings;
 pub use settings::*;

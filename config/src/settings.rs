@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admission::AdmissionSettings;
 use crate::hypencoder::HypencoderSettings;
 use crate::lm::LmSettings;
 use crate::tiers::TierSettings;
@@ -24,6 +25,7 @@ pub struct Settings {
     pub hypencoder: HypencoderSettings,
     pub lm: LmSettings,
     pub tiers: TierSettings,
+    pub admission: AdmissionSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +44,9 @@ pub struct ServerSettings {
     pub read_token: Option<String>,
     /// Seed an empty store with the embedded demo collection on start.
     pub seed_demo: bool,
+    /// Origins browsers may call the API from (CORS). Empty, the default,
+    /// sends no CORS headers at all, so browsers block cross-origin calls.
+    pub cors_allow_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -53,6 +58,7 @@ impl Default for ServerSettings {
             admin_token: None,
             read_token: None,
             seed_demo: true,
+            cors_allow_origins: Vec::new(),
         }
     }
 }
@@ -192,6 +198,11 @@ pub struct StoreSettings {
     pub fsync: bool,
     /// Compact the write-ahead log into a snapshot past this size.
     pub compact_after_bytes: u64,
+    /// Upserts (documents and visual samples) are refused with 507 while
+    /// the data directory's disk has less free space than this (MiB), so
+    /// an add never fills the disk half way through updating its indexes;
+    /// removals may use the reserve. 0 turns the check off.
+    pub min_free_mb: u64,
 }
 
 impl Default for StoreSettings {
@@ -199,6 +210,7 @@ impl Default for StoreSettings {
         Self {
             fsync: true,
             compact_after_bytes: 64 * 1024 * 1024,
+            min_free_mb: 64,
         }
     }
 }
@@ -328,6 +340,24 @@ impl Settings {
         self.hypencoder.validate()?;
         self.lm.validate()?;
         self.tiers.validate()?;
+        self.admission.validate()?;
+        in_range(
+            "store.min_free_mb",
+            self.store.min_free_mb as usize,
+            0..=1 << 24,
+        )?;
+        for origin in &self.server.cors_allow_origins {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && origin.is_ascii()
+                && !origin.contains(char::is_whitespace);
+            if !ok {
+                return Err(invalid(
+                    "server.cors_allow_origins",
+                    format!("`{origin}` is not an origin like https://app.example (no path, no trailing /)"),
+                ));
+            }
+        }
         if !self.bm25.enabled && !self.dense.enabled {
             return Err(invalid(
                 "bm25.enabled",

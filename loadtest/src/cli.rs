@@ -29,6 +29,13 @@ pub struct Args {
     /// step's rate with --step.
     #[arg(long, value_name = "REQ_PER_S")]
     pub rate: Option<f64>,
+    /// Open loop: switch to this rate at --then-after, e.g. an overload that
+    /// ends, to measure how fast latency recovers.
+    #[arg(long, value_name = "REQ_PER_S", requires = "then_after")]
+    pub then_rate: Option<f64>,
+    /// When --then-rate takes over (from the start of the run).
+    #[arg(long, value_parser = parse_duration, requires = "then_rate")]
+    pub then_after: Option<Duration>,
     /// How long to run, e.g. 30s, 500ms, 2m (per step: see --step-duration).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -115,6 +122,8 @@ pub struct Args {
 pub enum Mode {
     Open {
         rate: f64,
+        /// (offset, rate): the rate from that offset on.
+        then: Option<(Duration, f64)>,
     },
     Closed {
         workers: usize,
@@ -227,6 +236,9 @@ impl RunConfig {
                 "--step-factor, --step-increment, --step-duration and --slo-p99-ms need --step",
             ));
         }
+        if a.then_rate.is_some() && (a.closed.is_some() || a.step) {
+            return Err(cfg("--then-rate applies to a plain open-loop run only"));
+        }
         let mode = match (a.closed, a.step) {
             (Some(_), true) => return Err(cfg("--closed and --step cannot be combined")),
             (Some(0), _) => return Err(cfg("--closed needs at least 1 worker")),
@@ -270,7 +282,16 @@ impl RunConfig {
                         )?,
                     }
                 } else {
-                    Mode::Open { rate }
+                    let then = match (a.then_rate, a.then_after) {
+                        (Some(r), Some(after)) => {
+                            if after >= a.duration {
+                                return Err(cfg("--then-after must be less than --duration"));
+                            }
+                            Some((after, positive("--then-rate", r)?))
+                        }
+                        _ => None,
+                    };
+                    Mode::Open { rate, then }
                 }
             }
         };
@@ -337,7 +358,10 @@ mod tests {
     fn modes_and_their_errors() {
         assert_eq!(
             args(&["--rate", "10"]).unwrap().mode,
-            Mode::Open { rate: 10.0 }
+            Mode::Open {
+                rate: 10.0,
+                then: None
+            }
         );
         assert_eq!(
             args(&["--closed", "4"]).unwrap().mode,
@@ -360,6 +384,28 @@ mod tests {
         assert!(err(&["--rate", "0"]).contains("--rate must be a positive number"));
         assert!(err(&["--rate", "NaN"]).contains("--rate must be a positive number"));
         assert!(err(&["--closed", "2", "--step"]).contains("cannot be combined"));
+        let change = ["--rate", "9", "--then-rate", "3", "--then-after", "5s"];
+        assert_eq!(
+            args(&change).unwrap().mode,
+            Mode::Open {
+                rate: 9.0,
+                then: Some((Duration::from_secs(5), 3.0))
+            }
+        );
+        assert!(
+            err(&["--rate", "9", "--then-rate", "3", "--then-after", "40s"])
+                .contains("less than --duration")
+        );
+        assert!(err(&[
+            "--rate",
+            "9",
+            "--step",
+            "--then-rate",
+            "3",
+            "--then-after",
+            "5s"
+        ])
+        .contains("plain open-loop"));
         assert!(err(&["--closed", "2", "--rate", "5"]).contains("no meaning with --closed"));
         assert!(err(&["--rate", "5", "--slo-p99-ms", "9"]).contains("need --step"));
         assert!(err(&["--rate", "5", "--step", "--step-factor", "1"]).contains("greater than 1"));

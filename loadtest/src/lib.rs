@@ -96,9 +96,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutput> {
 
     let mut steps = None;
     let phases = match &cfg.mode {
-        Mode::Open { rate } => {
+        Mode::Open { rate, then } => {
             let phase = OpenPhase {
                 rate: *rate,
+                then: *then,
                 arrival: cfg.arrival,
                 duration: cfg.duration,
                 seed: cfg.seed,
@@ -139,7 +140,20 @@ pub async fn run(cfg: RunConfig) -> Result<RunOutput> {
             _ => None,
         },
         rate: match cfg.mode {
-            Mode::Open { rate } => Some(rate),
+            Mode::Open { rate, .. } => Some(rate),
+            _ => None,
+        },
+        then_rate: match cfg.mode {
+            Mode::Open {
+                then: Some((_, r)), ..
+            } => Some(r),
+            _ => None,
+        },
+        then_after_s: match cfg.mode {
+            Mode::Open {
+                then: Some((after, _)),
+                ..
+            } => Some(after.as_secs_f64()),
             _ => None,
         },
         connections: cfg.connections,
@@ -191,6 +205,7 @@ async fn run_steps(
             rate: r,
             arrival: cfg.arrival,
             duration: step_duration,
+            then: None,
             seed: cfg.seed.wrapping_add(n as u64),
             max_in_flight: cfg.max_in_flight,
             label: format!("step {n} @ {r:.0}/s "),

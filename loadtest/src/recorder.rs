@@ -41,10 +41,13 @@ pub struct SeriesPoint {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Of `count`, the ones that failed (error status or timeout): with
+    /// admission control, the requests shed in that second.
+    pub errors: u64,
 }
 
 impl SeriesPoint {
-    fn of(t_s: u32, h: &Histogram<u64>) -> Self {
+    fn of(t_s: u32, h: &Histogram<u64>, errors: u64) -> Self {
         let q = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         Self {
             t_s,
@@ -53,6 +56,7 @@ impl SeriesPoint {
             p90_ms: q(0.9),
             p99_ms: q(0.99),
             max_ms: h.max() as f64 / 1000.0,
+            errors,
         }
     }
 }
@@ -73,6 +77,12 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct TypeStats {
     pub hist: Histogram<u64>,
+    /// Latencies of the successful (2xx) responses only: under load
+    /// shedding, what the admitted requests saw.
+    pub ok_hist: Histogram<u64>,
+    /// Failed requests (error status or timeout) per second, by intended
+    /// send time.
+    pub series_errors: BTreeMap<u32, u64>,
     /// Seconds since the run's origin (by intended send time) → latencies,
     /// for seconds that may still receive responses.
     pub series: BTreeMap<u32, Histogram<u64>>,
@@ -99,6 +109,8 @@ impl Default for TypeStats {
     fn default() -> Self {
         Self {
             hist: latency_histogram(),
+            ok_hist: latency_histogram(),
+            series_errors: BTreeMap::new(),
             series: BTreeMap::new(),
             points: BTreeMap::new(),
             sent: 0,
@@ -119,6 +131,10 @@ impl TypeStats {
     pub fn merge(&mut self, o: &TypeStats) {
         // Both histograms have the same bounds, so `add` cannot fail.
         let _ = self.hist.add(&o.hist);
+        let _ = self.ok_hist.add(&o.ok_hist);
+        for (s, n) in &o.series_errors {
+            *self.series_errors.entry(*s).or_default() += n;
+        }
         // Phases do not share seconds, so summarised points never collide.
         self.points
             .extend(o.points.iter().map(|(s, p)| (*s, p.clone())));
@@ -146,7 +162,8 @@ impl TypeStats {
     fn compact(&mut self, before: u32) {
         let keep = self.series.split_off(&before);
         for (s, h) in std::mem::replace(&mut self.series, keep) {
-            self.points.insert(s, SeriesPoint::of(s, &h));
+            let errors = self.series_errors.get(&s).copied().unwrap_or(0);
+            self.points.insert(s, SeriesPoint::of(s, &h, errors));
         }
     }
 
@@ -154,7 +171,9 @@ impl TypeStats {
     pub fn series_points(&self) -> Vec<SeriesPoint> {
         let mut all: BTreeMap<u32, SeriesPoint> = self.points.clone();
         for (s, h) in &self.series {
-            all.entry(*s).or_insert_with(|| SeriesPoint::of(*s, h));
+            let errors = self.series_errors.get(s).copied().unwrap_or(0);
+            all.entry(*s)
+                .or_insert_with(|| SeriesPoint::of(*s, h, errors));
         }
         all.into_values().collect()
     }
@@ -246,9 +265,11 @@ impl Recorder {
                 *t.status_counts.entry(code).or_default() += 1;
                 if (200..300).contains(&code) {
                     t.ok += 1;
+                    t.ok_hist.saturating_record(us);
                 } else {
                     t.http_errors += 1;
                     inner.errors += 1;
+                    *t.series_errors.entry(second).or_default() += 1;
                 }
                 t.completed_in_window += u64::from(in_window);
                 true
@@ -256,6 +277,7 @@ impl Recorder {
             Outcome::Timeout => {
                 t.timeouts += 1;
                 inner.errors += 1;
+                *t.series_errors.entry(second).or_default() += 1;
                 true
             }
             Outcome::Transport => {

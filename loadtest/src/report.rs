@@ -63,6 +63,10 @@ pub struct TypeReport {
     pub p999_ms: f64,
     pub max_ms: f64,
     pub mean_ms: f64,
+    /// Latency of the successful (2xx) responses only.
+    pub ok_p50_ms: f64,
+    pub ok_p99_ms: f64,
+    pub ok_max_ms: f64,
 }
 
 impl TypeReport {
@@ -89,6 +93,13 @@ impl TypeReport {
             p999_ms: quantile_ms(h, 0.999),
             max_ms: if h.is_empty() { 0.0 } else { ms(h.max()) },
             mean_ms: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+            ok_p50_ms: quantile_ms(&t.ok_hist, 0.5),
+            ok_p99_ms: quantile_ms(&t.ok_hist, 0.99),
+            ok_max_ms: if t.ok_hist.is_empty() {
+                0.0
+            } else {
+                ms(t.ok_hist.max())
+            },
         }
     }
 }
@@ -146,6 +157,9 @@ pub struct RunMeta {
     pub closed_workers: Option<usize>,
     /// The configured rate (open loop without steps).
     pub rate: Option<f64>,
+    /// `--then-rate` and `--then-after`: the rate from that offset on.
+    pub then_rate: Option<f64>,
+    pub then_after_s: Option<f64>,
     pub connections: usize,
     pub max_in_flight: usize,
     pub threads: usize,
@@ -164,8 +178,12 @@ pub struct Report {
     pub arrival: Option<&'static str>,
     pub closed_workers: Option<usize>,
     /// Requests per second offered: the configured rate; in step mode all
-    /// steps' arrivals over all steps' time; `null` in closed loop.
+    /// steps' arrivals over all steps' time; `null` in closed loop. With
+    /// `--then-rate`, the rate before the change.
     pub offered_rate: Option<f64>,
+    /// `--then-rate` from `--then-after` seconds on (else `null`).
+    pub then_rate: Option<f64>,
+    pub then_after_s: Option<f64>,
     /// Responses (any status) received within the run's duration, per
     /// second.
     pub achieved_rate: f64,
@@ -302,6 +320,8 @@ impl Report {
             arrival: meta.arrival,
             closed_workers: meta.closed_workers,
             offered_rate,
+            then_rate: meta.then_rate,
+            then_after_s: meta.then_after_s,
             achieved_rate: all.completed_in_window as f64 / duration_s.max(1e-9),
             duration_s,
             interrupted: false,
@@ -378,6 +398,8 @@ mod tests {
             arrival: Some("constant"),
             closed_workers: None,
             rate: Some(5.0),
+            then_rate: None,
+            then_after_s: None,
             connections: 4,
             max_in_flight: 100,
             threads: 2,

@@ -76,6 +76,8 @@ impl PhaseResult {
 #[derive(Debug, Clone)]
 pub struct OpenPhase {
     pub rate: f64,
+    /// (offset, rate): the rate from that offset on.
+    pub then: Option<(Duration, f64)>,
     pub arrival: Arrival,
     pub duration: Duration,
     pub seed: u64,
@@ -160,7 +162,11 @@ fn schedule(
     let mut second = 0u64;
     let mut offered = 0u64;
     let end = start + phase.duration;
-    let mut arrivals = Schedule::new(phase.arrival, phase.rate, phase.seed)
+    let mut schedule = Schedule::new(phase.arrival, phase.rate, phase.seed);
+    if let Some((after, rate)) = phase.then {
+        schedule = schedule.with_change(after, rate);
+    }
+    let mut arrivals = schedule
         .take_while(|t| *t < phase.duration)
         .map(|t| start + t);
     for intended in arrivals.by_ref() {

@@ -41,6 +41,9 @@ pub struct Schedule {
     produced: u64,
     /// The next Poisson offset, in seconds.
     poisson_at: f64,
+    /// From this offset (seconds) on, arrivals come at the second rate: an
+    /// overload that ends, to see how fast the server recovers.
+    change: Option<(f64, f64)>,
 }
 
 impl Schedule {
@@ -54,6 +57,22 @@ impl Schedule {
             rng: StdRng::seed_from_u64(seed),
             produced: 0,
             poisson_at: 0.0,
+            change: None,
+        }
+    }
+
+    /// Switches to `rate` requests per second at offset `after`.
+    pub fn with_change(mut self, after: Duration, rate: f64) -> Self {
+        assert!(rate > 0.0 && rate.is_finite(), "rate must be positive");
+        self.change = Some((after.as_secs_f64(), rate));
+        self
+    }
+
+    /// The rate in force at offset `t` seconds.
+    fn rate_at(&self, t: f64) -> f64 {
+        match self.change {
+            Some((after, rate)) if t >= after => rate,
+            _ => self.rate,
         }
     }
 }
@@ -62,13 +81,22 @@ impl Iterator for Schedule {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let at = match self.arrival {
-            Arrival::Constant => self.produced as f64 / self.rate,
-            Arrival::Poisson => {
+        let at = match (self.arrival, self.change) {
+            (Arrival::Constant, None) => self.produced as f64 / self.rate,
+            (Arrival::Constant, Some((after, rate))) => {
+                // Arrivals before the change, then evenly from it on.
+                let before = (after * self.rate).ceil() as u64;
+                if self.produced < before {
+                    self.produced as f64 / self.rate
+                } else {
+                    after + (self.produced - before) as f64 / rate
+                }
+            }
+            (Arrival::Poisson, _) => {
                 let at = self.poisson_at;
                 // Inverse-CDF sampling of Exp(rate); `1 - u` is in (0, 1].
                 let u: f64 = self.rng.random();
-                self.poisson_at += -(1.0 - u).ln() / self.rate;
+                self.poisson_at += -(1.0 - u).ln() / self.rate_at(at);
                 at
             }
         };
@@ -133,6 +161,20 @@ mod tests {
         );
         // Poisson(30000): sd ≈ 173, so ±2% is over three sd.
         assert!((29_400..=30_600).contains(&n), "count {n}");
+    }
+
+    #[test]
+    fn a_rate_change_takes_effect_at_its_offset() {
+        let change =
+            |arrival| Schedule::new(arrival, 300.0, 5).with_change(Duration::from_secs(10), 100.0);
+        let before = |a| count_within(change(a), Duration::from_secs(10));
+        let all = |a| count_within(change(a), Duration::from_secs(30));
+        assert_eq!(before(Arrival::Constant), 3000);
+        assert_eq!(all(Arrival::Constant), 3000 + 2000);
+        let (b, a) = (before(Arrival::Poisson), all(Arrival::Poisson));
+        // Poisson(3000) and Poisson(2000): ±6% is over three sd each.
+        assert!((2820..=3180).contains(&b), "before {b}");
+        assert!((1880..=2120).contains(&(a - b)), "after {}", a - b);
     }
 
     #[test]

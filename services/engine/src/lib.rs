@@ -10,6 +10,7 @@
 //! store at start-up) but can never resurrect a removed id.
 
 pub mod beir;
+mod disk;
 mod embed;
 pub mod eval;
 pub mod fusion;
@@ -56,6 +57,9 @@ pub enum EngineError {
     /// A needed component is not available (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The data directory's disk is (nearly) full; nothing was written (507).
+    #[error("{0}")]
+    StorageFull(String),
     #[error("store: {0}")]
     Store(#[from] mnemos_store::StoreError),
     #[error("index: {0}")]
@@ -123,6 +127,8 @@ pub struct Engine {
     /// store's order.
     write_lock: tokio::sync::Mutex<()>,
     data_dir: PathBuf,
+    /// Refuses adds while the data directory's disk is below its reserve.
+    disk: disk::DiskGuard,
 }
 
 impl Engine {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use mnemos_bm25::{Bm25Index, Bm25Params};
 use mnemos_config::Settings;
 use mnemos_hnsw::{HnswParams, VectorIndex};
-use mnemos_index_core::{Document, IndexWrite, Seq};
+use mnemos_index_core::{Document, IndexError, IndexWrite, Seq};
 use mnemos_models_core::Encoder;
 use mnemos_store::{Store, StoreOptions};
 use mnemos_text::{EncoderOptions, MiniLmEncoder};
@@ -78,8 +78,17 @@ impl Engine {
             };
             Some(Arc::new(
                 blocking(move || {
-                    Ok(Bm25Index::open(&dir, params)
-                        .map_err(mnemos_index_core::IndexError::from)?)
+                    open_or_rebuild("bm25", &dir, |d| {
+                        Bm25Index::open(d, params).map_err(|e| match e {
+                            // A tantivy failure while opening means files it
+                            // cannot read: rebuild. A lock held by another
+                            // writer or an unusable directory must surface.
+                            mnemos_bm25::Bm25Error::Backend { .. } => {
+                                IndexError::Corrupt(e.to_string())
+                            }
+                            other => other.into(),
+                        })
+                    })
                 })
                 .await?,
             ))
@@ -110,7 +119,10 @@ impl Engine {
             let dim = encoder.dim();
             let params = hnsw_params(&settings.hnsw);
             let dir = data_dir.join("dense");
-            let index = blocking(move || Ok(VectorIndex::open(&dir, dim, params)?)).await?;
+            let index = blocking(move || {
+                open_or_rebuild("dense", &dir, |d| VectorIndex::open(d, dim, params.clone()))
+            })
+            .await?;
             let pool = EmbedPool::new(
                 encoder,
                 settings.dense_workers(),
@@ -144,7 +156,9 @@ impl Engine {
             None
         };
 
+        let disk = crate::disk::DiskGuard::new(data_dir.clone(), settings.store.min_free_mb);
         let engine = Engine {
+            disk,
             settings,
             store,
             bm25,
@@ -307,8 +321,52 @@ async fn open_hypencoder(
     let params = GraphParams {
         neighbors: s.neighbors,
     };
-    let index = blocking(move || Ok(HypencoderIndex::open(&dir, dim, params)?)).await?;
+    let index = blocking(move || {
+        open_or_rebuild("hypencoder", &dir, |d| {
+            HypencoderIndex::open(d, dim, params.clone())
+        })
+    })
+    .await?;
     Ok(HypencoderBackend::new(Arc::clone(encoder), model, index, s))
+}
+
+/// Opens one index with `open`. Damaged files (a checksum or length that
+/// does not match, a snapshot tantivy cannot read) are never loaded: the
+/// directory is moved aside to `<dir>.corrupt` (replacing an older one, so
+/// at most one copy is kept for inspection) and the index is opened empty;
+/// start-up reconciliation then rebuilds it from the store, the source of
+/// truth.
+fn open_or_rebuild<T>(
+    what: &str,
+    dir: &std::path::Path,
+    open: impl Fn(&std::path::Path) -> std::result::Result<T, IndexError>,
+) -> Result<T> {
+    match open(dir) {
+        Ok(index) => Ok(index),
+        Err(IndexError::Corrupt(reason)) => {
+            let aside = dir.with_extension("corrupt");
+            let moved = std::fs::remove_dir_all(&aside)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(e),
+                })
+                .and_then(|()| std::fs::rename(dir, &aside));
+            moved.map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "the {what} index in {} is damaged ({reason}) and cannot be moved aside: {e}",
+                    dir.display()
+                ))
+            })?;
+            tracing::warn!(
+                index = what,
+                %reason,
+                moved_to = %aside.display(),
+                "damaged index files moved aside; rebuilding the index from the store"
+            );
+            Ok(open(dir)?)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Loads the image encoder (unless the memory takes embeddings only) and
@@ -341,7 +399,8 @@ async fn open_visual(settings: &Settings, data_dir: &std::path::Path) -> Result<
     } else {
         None
     };
-    Visual::open(v, &data_dir.join("visual"), images).await
+    let disk = crate::disk::DiskGuard::new(data_dir.to_path_buf(), settings.store.min_free_mb);
+    Visual::open(v, &data_dir.join("visual"), images, disk).await
 }
 
 /// Ids whose indexed version differs from the store's (to index), and ids

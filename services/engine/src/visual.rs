@@ -80,6 +80,7 @@ pub struct Visual {
     dim: usize,
     default_k: usize,
     default_aggregation: Aggregation,
+    disk: crate::disk::DiskGuard,
 }
 
 impl Visual {
@@ -90,6 +91,7 @@ impl Visual {
         settings: &VisualSettings,
         dir: &Path,
         images: Option<ImagePool>,
+        disk: crate::disk::DiskGuard,
     ) -> Result<Self> {
         let dim = images.as_ref().map_or(settings.dim, ImagePool::dim);
         let default_aggregation = Aggregation::parse(&settings.default_aggregation)
@@ -113,6 +115,7 @@ impl Visual {
             dim,
             default_k: settings.default_k,
             default_aggregation,
+            disk,
         })
     }
 
@@ -177,6 +180,7 @@ impl Visual {
 
     /// Adds or replaces samples, all or none; returns the memory's size.
     pub async fn upsert(&self, items: Vec<VisualItem>) -> Result<usize> {
+        self.disk.check_add()?;
         let mut images = Vec::new();
         let mut image_slots = Vec::new();
         let mut rows: Vec<Option<Vec<f32>>> = Vec::with_capacity(items.len());

@@ -63,6 +63,7 @@ impl Engine {
                 docs.len()
             )));
         }
+        self.disk.check_add()?;
         let mut t = UpsertTimings::default();
         let vectors = match &self.dense {
             Some(dense) => {

@@ -2,10 +2,36 @@
 //! logged; a server without an admin token refuses admin routes outright
 //! (403) rather than leaving them open.
 
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::AppState;
+
+/// Middleware: checks the token a route needs before anything else reads
+/// the request, so an unauthenticated client learns nothing about the body
+/// schema and costs no parsing or queue slot. Handlers check again; this
+/// layer is what guarantees the order.
+pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let checked = if path.starts_with("/v1/admin/") {
+        check_admin(req.headers(), state.admin_token.as_deref())
+    } else if path == "/v1/search" || path.starts_with("/v1/lm/") || path.starts_with("/v1/visual/")
+    {
+        check_read(req.headers(), state.read_token.as_deref())
+    } else {
+        Ok(())
+    };
+    match checked {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
 
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();

@@ -2,7 +2,7 @@
 //! shape `{"error": {"code", "message"}}`, including axum's own rejections
 //! (bad JSON, body too large), which would otherwise answer in plain text.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// `Retry-After` seconds; every 503 carries one (1 s unless set).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
         }
     }
 
@@ -54,18 +57,38 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        let retry = match self.status {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                Some(self.retry_after_s.unwrap_or(1))
+            }
+            _ => self.retry_after_s,
+        };
+        if let Some(seconds) = retry {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        resp
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         use StatusCode as S;
+        if storage_full(&e) {
+            tracing::warn!(error = %e, "a write failed: the data directory's disk is full");
+            return ApiError::new(
+                S::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                format!("the data directory's disk is full, so the write was not applied (reads still work): {e}"),
+            );
+        }
         let (status, code) = match &e {
             EngineError::InvalidArgument(_) => (S::BAD_REQUEST, "invalid_argument"),
             EngineError::NotFound(_) => (S::NOT_FOUND, "not_found"),
             EngineError::Overloaded(_) => (S::SERVICE_UNAVAILABLE, "overloaded"),
             EngineError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            EngineError::StorageFull(_) => (S::INSUFFICIENT_STORAGE, "insufficient_storage"),
             EngineError::Store(mnemos_store::StoreError::InvalidId(_)) => {
                 (S::BAD_REQUEST, "invalid_argument")
             }
@@ -86,6 +109,37 @@ impl From<EngineError> for ApiError {
         }
         ApiError::new(status, code, e.to_string())
     }
+}
+
+/// Whether `e` comes from a full disk (`ENOSPC`, or `EDQUOT` for a quota),
+/// found through its source chain or, for errors that were turned into
+/// text on the way up, the OS error number in the message.
+pub fn storage_full(e: &EngineError) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::StorageFull
+                || matches!(io.raw_os_error(), Some(ENOSPC | EDQUOT))
+            {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    if matches!(e, EngineError::StorageFull(_)) {
+        return false; // already the 507 it should be, with its own message
+    }
+    let text = e.to_string();
+    [
+        "(os error 28)",
+        "(os error 122)",
+        "No space left on device",
+        "StorageFull",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 impl From<JsonRejection> for ApiError {
@@ -110,3 +164,15 @@ impl From<JsonRejection> for ApiError {
 #[derive(axum::extract::FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct AppJson<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::bad_request(format!("bad path segment: {}", r.body_text()))
+    }
+}
+
+/// `axum::extract::Path` whose rejections (an id that is not UTF-8 after
+/// percent-decoding, say) answer in our error shape.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct AppPath<T>(pub T);

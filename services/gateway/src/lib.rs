@@ -2,6 +2,7 @@
 //! errors to status codes, metrics, and the `mnemos` command line. All
 //! retrieval logic lives in `mnemos-engine`; this crate only speaks HTTP.
 
+pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod eval_visual;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod security;
 pub mod serve;
 pub mod tiers_cli;
 pub mod train;
@@ -35,19 +37,25 @@ pub struct AppState {
     pub admin_token: Option<String>,
     pub read_token: Option<String>,
     pub metrics: Metrics,
+    pub admission: admission::Admission,
     pub max_body_bytes: usize,
+    pub cors_allow_origins: Vec<String>,
 }
 
 impl AppState {
     pub fn new(settings: &Settings) -> Self {
+        let metrics = Metrics::new();
+        let admission = admission::Admission::new(&settings.admission, metrics.registry());
         Self {
             engine: OnceLock::new(),
             ready: AtomicBool::new(false),
             failure: OnceLock::new(),
             admin_token: settings.server.admin_token.clone(),
             read_token: settings.server.read_token.clone(),
-            metrics: Metrics::new(),
+            metrics,
+            admission,
             max_body_bytes: settings.server.max_body_bytes,
+            cors_allow_origins: settings.server.cors_allow_origins.clone(),
         }
     }
 
@@ -94,7 +102,8 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     use routes::{admin, health, lm, search, visual};
     let limit = state.max_body_bytes;
-    Router::new()
+    let cors = security::cors(&state.cors_allow_origins);
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -129,12 +138,28 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/admin/visual/prune", post(visual::prune))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Innermost first: admission sits right before the handlers, behind
+        // the token check (unauthenticated requests take no slot); metrics
+        // count what both refuse and the headers cover every answer.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            admission::admit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             metrics::track,
         ))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(security::headers))
+        .layer(DefaultBodyLimit::max(limit));
+    let router = match cors {
+        Some(layer) => router.layer(layer),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 async fn not_found() -> ApiError {

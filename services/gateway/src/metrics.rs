@@ -89,6 +89,11 @@ impl Metrics {
         }
     }
 
+    /// Where other parts of the gateway register their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn observe_search(&self, backends: &str, fusion: &str, seconds: f64) {
         self.search_latency
             .with_label_values(&[backends, fusion])
@@ -129,6 +134,7 @@ impl Metrics {
         {
             self.set_tiers(&t);
         }
+        state.admission.refresh_gauges();
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use mnemos_api::{
@@ -12,7 +12,7 @@ use mnemos_api::{
 };
 use mnemos_index_core::Document;
 
-use crate::error::{ApiError, AppJson};
+use crate::error::{ApiError, AppJson, AppPath};
 use crate::{auth, AppState};
 
 /// Insert or replace documents.
@@ -22,7 +22,9 @@ use crate::{auth, AppState};
     (status = 400, body = mnemos_api::ErrorResponse),
     (status = 401, body = mnemos_api::ErrorResponse),
     (status = 403, body = mnemos_api::ErrorResponse),
-    (status = 413, body = mnemos_api::ErrorResponse)))]
+    (status = 413, body = mnemos_api::ErrorResponse),
+    (status = 503, description = "overloaded (with Retry-After)", body = mnemos_api::ErrorResponse),
+    (status = 507, description = "the data directory's disk is full; nothing was written", body = mnemos_api::ErrorResponse)))]
 pub async fn upsert(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -55,7 +57,7 @@ pub async fn upsert(
 pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<Json<DocumentOut>, ApiError> {
     auth::check_admin(&headers, state.admin_token.as_deref())?;
     let engine = state.require_engine()?;
@@ -79,7 +81,7 @@ pub async fn get(
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<Json<RemoveResponse>, ApiError> {
     auth::check_admin(&headers, state.admin_token.as_deref())?;
     let engine = state.require_ready()?;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use base64::Engine as _;
@@ -19,7 +19,7 @@ use mnemos_api::{
 use mnemos_engine::visual::{ClassifyQuery, VisualInput, VisualItem};
 use mnemos_visual::Prune;
 
-use crate::error::{ApiError, AppJson};
+use crate::error::{ApiError, AppJson, AppPath};
 use crate::{auth, AppState};
 
 /// Default neighbourhood and threshold of an admin prune: SPECS §3 counts
@@ -108,7 +108,9 @@ pub async fn classify(
     (status = 200, body = VisualUpsertResponse),
     (status = 400, body = mnemos_api::ErrorResponse),
     (status = 401, body = mnemos_api::ErrorResponse),
-    (status = 413, body = mnemos_api::ErrorResponse)))]
+    (status = 413, body = mnemos_api::ErrorResponse),
+    (status = 503, description = "overloaded (with Retry-After)", body = mnemos_api::ErrorResponse),
+    (status = 507, description = "the data directory's disk is full; nothing was written", body = mnemos_api::ErrorResponse)))]
 pub async fn upsert(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -141,7 +143,7 @@ pub async fn upsert(
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<Json<VisualRemoveResponse>, ApiError> {
     auth::check_admin(&headers, state.admin_token.as_deref())?;
     let visual = state.require_ready()?.visual()?;
@@ -163,7 +165,7 @@ pub async fn remove(
 pub async fn remove_class(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(label): Path<String>,
+    AppPath(label): AppPath<String>,
 ) -> Result<Json<VisualRemoveResponse>, ApiError> {
     auth::check_admin(&headers, state.admin_token.as_deref())?;
     let visual = state.require_ready()?.visual()?;

@@ -3,10 +3,15 @@
 
 mod cli;
 mod common;
+mod crash;
+mod faults;
+mod fuzz;
 mod hypencoder;
 mod lm;
 mod lm_memory;
 mod lm_tiers;
 mod process;
+mod reliability;
 mod router;
+mod server;
 mod visual;

@@ -1,144 +1,25 @@
 //! The real `mnemos` binary: a removal acknowledged just before `kill -9`
 //! stays removed after restart, in every backend; upserts survive too.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::common::{docs_json, hit_ids, model_dir, vision_dir, TOKEN};
+use crate::common::{docs_json, model_dir};
+use crate::server::Server;
 
 /// Set once doc-1 has been replaced; from then on only its new text may be
 /// served.
 static REPLACED: AtomicBool = AtomicBool::new(false);
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Server {
-        Self::start_with(data_dir, &[])
-    }
-
-    /// Starts `mnemos serve` with extra `MNEMOS__*` settings.
-    fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mnemos"));
-        cmd.args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("MNEMOS_ADMIN_TOKEN", TOKEN)
-        .env("MNEMOS__SERVER__SEED_DEMO", "false")
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-        let embeddings_only = env.contains(&("MNEMOS__VISUAL__ENCODER", "false"));
-        if vision_dir().is_none() && !embeddings_only {
-            cmd.arg("--no-visual");
+/// `Server::search`, also checking that a replaced document is served with
+/// its new text only.
+fn search(server: &Server, query: &str, backend: &str) -> Vec<String> {
+    let (ids, resp) = server.search_full(query, backend);
+    for hit in resp["hits"].as_array().into_iter().flatten() {
+        if hit["id"] == "doc-1" && REPLACED.load(Ordering::SeqCst) {
+            assert_eq!(hit["text"], "A glacier calved into the sea.", "{resp}");
         }
-        match model_dir() {
-            Some(m) => {
-                cmd.arg("--model-dir").arg(m);
-            }
-            None => {
-                cmd.arg("--no-dense");
-            }
-        }
-        let child = cmd.spawn().expect("starting mnemos");
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        server.wait_ready();
-        server
     }
-
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into()
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            if let Ok(r) = Self::agent().get(&format!("{}/readyz", self.base)).call() {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("server at {} not ready in time", self.base);
-    }
-
-    fn post(&self, path: &str, body: &serde_json::Value, admin: bool) -> (u16, serde_json::Value) {
-        let mut req = Self::agent().post(&format!("{}{path}", self.base));
-        if admin {
-            req = req.header("Authorization", &format!("Bearer {TOKEN}"));
-        }
-        let mut resp = req.send_json(body).expect("request sent");
-        let status = resp.status().as_u16();
-        (status, resp.body_mut().read_json().unwrap_or_default())
-    }
-
-    fn delete(&self, path: &str) -> (u16, serde_json::Value) {
-        let mut resp = Self::agent()
-            .delete(&format!("{}{path}", self.base))
-            .header("Authorization", &format!("Bearer {TOKEN}"))
-            .call()
-            .expect("request sent");
-        let status = resp.status().as_u16();
-        (status, resp.body_mut().read_json().unwrap_or_default())
-    }
-
-    fn search(&self, query: &str, backend: &str) -> Vec<String> {
-        let body = serde_json::json!({"query": query, "k": 50, "backends": [backend]});
-        let (status, resp) = self.post("/v1/search", &body, false);
-        assert_eq!(status, 200, "{resp}");
-        // A replaced document must be served with its new text only.
-        for hit in resp["hits"].as_array().into_iter().flatten() {
-            if hit["id"] == "doc-1" && REPLACED.load(Ordering::SeqCst) {
-                assert_eq!(hit["text"], "A glacier calved into the sea.", "{resp}");
-            }
-        }
-        hit_ids(&resp)
-    }
-
-    fn kill9(mut self) {
-        // SIGKILL: no shutdown hook runs, nothing is flushed by us.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    ids
 }
 
 fn backends() -> Vec<&'static str> {
@@ -169,9 +50,7 @@ fn removal_survives_kill_9_right_after_ack() {
     let (st, body) = server.post("/v1/admin/documents", &docs_json(&refs), true);
     assert_eq!(st, 200, "{body}");
     for b in backends() {
-        assert!(server
-            .search("aurora borealis sighting", b)
-            .contains(&"doc-7".to_string()));
+        assert!(search(&server, "aurora borealis sighting", b).contains(&"doc-7".to_string()));
     }
     // Replace one document, remove others, and kill the process the moment
     // the last acknowledgement arrives.
@@ -195,7 +74,7 @@ fn removal_survives_kill_9_right_after_ack() {
     let server = Server::start(dir.path());
     let removed = ["doc-3", "doc-4", "doc-5", "doc-7"];
     for b in backends() {
-        let ids = server.search("aurora borealis sighting northern fjords", b);
+        let ids = search(&server, "aurora borealis sighting northern fjords", b);
         for r in removed {
             assert!(
                 !ids.contains(&r.to_string()),
@@ -210,8 +89,7 @@ fn removal_survives_kill_9_right_after_ack() {
             );
         }
         assert_eq!(
-            server
-                .search("glacier calved", b)
+            search(&server, "glacier calved", b)
                 .first()
                 .map(String::as_str),
             Some("doc-1")
@@ -225,7 +103,7 @@ fn removal_survives_kill_9_right_after_ack() {
     // A clean restart after SIGTERM (indexes persisted) serves the same.
     let server = Server::start(dir.path());
     for b in backends() {
-        let ids = server.search("aurora borealis sighting northern fjords", b);
+        let ids = search(&server, "aurora borealis sighting northern fjords", b);
         assert!(
             removed.iter().all(|r| !ids.contains(&r.to_string())),
             "{b}: {ids:?}"

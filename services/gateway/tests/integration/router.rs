@@ -22,7 +22,19 @@ pub(crate) struct Harness {
     _dir: tempfile::TempDir,
 }
 
+impl Harness {
+    /// The temp dir the data directory was made in.
+    pub fn root(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+}
+
 pub(crate) async fn harness() -> Harness {
+    harness_with(|_| {}).await
+}
+
+/// [`harness`] with settings changed by `edit` before the engine opens.
+pub(crate) async fn harness_with(edit: impl FnOnce(&mut mnemos_config::Settings)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Loader::new().build().unwrap();
     s.server.data_dir = dir.path().to_path_buf();
@@ -50,6 +62,7 @@ pub(crate) async fn harness() -> Harness {
             false
         }
     };
+    edit(&mut s);
     let state = Arc::new(AppState::new(&s));
     let (engine, _) = Engine::open(s).await.unwrap();
     state.set_engine(Arc::new(engine));
@@ -60,6 +73,13 @@ pub(crate) async fn harness() -> Harness {
         hypencoder,
         _dir: dir,
     }
+}
+
+/// Upserts [`DOCS`] with the admin token; panics unless it answers 200.
+pub(crate) async fn upsert_docs(app: &axum::Router) {
+    let body = Some(docs_json(DOCS).to_string());
+    let (st, resp) = call(app, "POST", "/v1/admin/documents", Some(TOKEN), body).await;
+    assert_eq!(st, StatusCode::OK, "{resp}");
 }
 
 pub(crate) async fn call(
