@@ -17,6 +17,10 @@ pub struct AdmissionSettings {
     pub enabled: bool,
     /// Seconds a shed client is told to wait (`Retry-After`).
     pub retry_after_s: u64,
+    /// A request of any class must deliver its whole body within this
+    /// time (408 otherwise). Bodies are read before a slot is taken, so a
+    /// client trickling its body in holds a connection, never a slot.
+    pub body_timeout_ms: u64,
     /// `POST /v1/search`.
     pub search: ClassLimits,
     /// `POST /v1/visual/classify`.
@@ -61,6 +65,7 @@ impl Default for AdmissionSettings {
         Self {
             enabled: true,
             retry_after_s: 1,
+            body_timeout_ms: 30_000,
             // A search waits at most 50 ms for a slot: beyond that it would
             // miss a 100 ms p99 anyway, and shedding it keeps the admitted
             // ones fast (measured in RELIABILITY.md).
@@ -78,6 +83,11 @@ impl AdmissionSettings {
             "admission.retry_after_s",
             self.retry_after_s as usize,
             1..=3600,
+        )?;
+        in_range(
+            "admission.body_timeout_ms",
+            self.body_timeout_ms as usize,
+            1..=3_600_000,
         )?;
         for (name, c) in self.classes() {
             let key = |k: &str| format!("admission.{name}.{k}");

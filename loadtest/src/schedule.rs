@@ -85,7 +85,13 @@ impl Iterator for Schedule {
             (Arrival::Constant, None) => self.produced as f64 / self.rate,
             (Arrival::Constant, Some((after, rate))) => {
                 // Arrivals before the change, then evenly from it on.
-                let before = (after * self.rate).ceil() as u64;
+                // `ceil` may land one past (70 ms × 100/s = 7.000…01), so
+                // step back while the previous arrival is still at or
+                // after the change.
+                let mut before = (after * self.rate).ceil() as u64;
+                while before > 0 && (before - 1) as f64 / self.rate >= after {
+                    before -= 1;
+                }
                 if self.produced < before {
                     self.produced as f64 / self.rate
                 } else {
@@ -175,6 +181,17 @@ mod tests {
         // Poisson(3000) and Poisson(2000): ±6% is over three sd each.
         assert!((2820..=3180).contains(&b), "before {b}");
         assert!((1880..=2120).contains(&(a - b)), "after {}", a - b);
+    }
+
+    #[test]
+    fn no_arrival_is_doubled_at_a_change_hit_by_rounding() {
+        let times: Vec<f64> = Schedule::new(Arrival::Constant, 100.0, 1)
+            .with_change(Duration::from_millis(70), 50.0)
+            .take(10)
+            .map(|d| d.as_secs_f64())
+            .collect();
+        assert!(times.windows(2).all(|w| w[1] > w[0]), "{times:?}");
+        assert!((times[7] - 0.07).abs() < 1e-9 && (times[8] - 0.09).abs() < 1e-9);
     }
 
     #[test]

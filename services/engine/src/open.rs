@@ -78,16 +78,10 @@ impl Engine {
             };
             Some(Arc::new(
                 blocking(move || {
+                    // Tantivy's data-corruption and schema errors are
+                    // `Corrupt`; I/O, permission and lock errors surface.
                     open_or_rebuild("bm25", &dir, |d| {
-                        Bm25Index::open(d, params).map_err(|e| match e {
-                            // A tantivy failure while opening means files it
-                            // cannot read: rebuild. A lock held by another
-                            // writer or an unusable directory must surface.
-                            mnemos_bm25::Bm25Error::Backend { .. } => {
-                                IndexError::Corrupt(e.to_string())
-                            }
-                            other => other.into(),
-                        })
+                        Bm25Index::open(d, params).map_err(IndexError::from)
                     })
                 })
                 .await?,

@@ -5,7 +5,9 @@
 //! what lets latency stay flat under overload and recover by itself when
 //! the load drops: nothing piles up that has to drain afterwards.
 //!
-//! Admitted handlers run in their own task that owns the slot. A request
+//! The body is read (within `body_timeout_ms`, up to the body limit) before
+//! a slot is taken, so a client trickling its body in holds a connection,
+//! never a slot. Admitted handlers run in their own task that owns the slot. A request
 //! past its deadline is answered 503, but its slot is only freed when the
 //! work actually finishes (the engine's pools cannot cancel a forward pass
 //! half way), so the limit bounds real work, not just waiting clients. The
@@ -122,6 +124,7 @@ impl Gate {
 pub struct Admission {
     enabled: bool,
     retry_after_s: u64,
+    body_timeout: Duration,
     gates: Vec<Gate>,
     shed: IntCounterVec,
     admitted: IntCounterVec,
@@ -169,6 +172,7 @@ impl Admission {
         Self {
             enabled: settings.enabled,
             retry_after_s: settings.retry_after_s,
+            body_timeout: Duration::from_millis(settings.body_timeout_ms),
             gates,
             shed,
             admitted,
@@ -241,6 +245,10 @@ pub async fn admit(State(state): State<Arc<AppState>>, req: Request, next: Next)
     let Some(gate) = adm.gate(class) else {
         return next.run(req).await;
     };
+    let req = match buffer_body(req, adm.body_timeout, state.max_body_bytes).await {
+        Ok(req) => req,
+        Err(refusal) => return refusal.into_response(),
+    };
     let permit = match gate.acquire().await {
         Ok(p) => p,
         Err(why) => return adm.shed_response(class, why),
@@ -266,6 +274,40 @@ pub async fn admit(State(state): State<Arc<AppState>>, req: Request, next: Next)
         )
         .into_response()
     })
+}
+
+/// Reads the whole body (at most `limit` bytes, within `timeout`) and puts
+/// it back, so the handler never waits on the client while holding a slot.
+async fn buffer_body(req: Request, timeout: Duration, limit: usize) -> Result<Request, ApiError> {
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await;
+    match read {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+        Ok(Err(e)) => {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |err| {
+                    err.source()
+                })
+                .any(|err| err.is::<http_body_util::LengthLimitError>());
+            Err(if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than the configured limit",
+                )
+            } else {
+                ApiError::bad_request(format!("cannot read the request body: {e}"))
+            })
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -77,10 +77,16 @@ impl From<EngineError> for ApiError {
         use StatusCode as S;
         if storage_full(&e) {
             tracing::warn!(error = %e, "a write failed: the data directory's disk is full");
+            // The store rolls a failed log append back; an index update
+            // fails after the log record is durable, so that write stands.
+            let outcome = match &e {
+                EngineError::Store(_) => "the write was not applied",
+                _ => "the write was saved to the log but an index could not be updated; it is indexed at the next start",
+            };
             return ApiError::new(
                 S::INSUFFICIENT_STORAGE,
                 "insufficient_storage",
-                format!("the data directory's disk is full, so the write was not applied (reads still work): {e}"),
+                format!("the data directory's disk is full; {outcome} (reads still work): {e}"),
             );
         }
         let (status, code) = match &e {
@@ -117,6 +123,14 @@ impl From<EngineError> for ApiError {
 pub fn storage_full(e: &EngineError) -> bool {
     const ENOSPC: i32 = 28;
     const EDQUOT: i32 = 122;
+    // Only I/O-bearing errors: the others may quote what the client sent
+    // (an unknown model name), which must not turn into a 507.
+    if !matches!(
+        e,
+        EngineError::Store(_) | EngineError::Index(_) | EngineError::Internal(_)
+    ) {
+        return false;
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -128,9 +142,6 @@ pub fn storage_full(e: &EngineError) -> bool {
         }
         source = err.source();
     }
-    if matches!(e, EngineError::StorageFull(_)) {
-        return false; // already the 507 it should be, with its own message
-    }
     let text = e.to_string();
     [
         "(os error 28)",
@@ -140,6 +151,27 @@ pub fn storage_full(e: &EngineError) -> bool {
     ]
     .iter()
     .any(|needle| text.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_io_errors_can_mean_a_full_disk() {
+        let quoted = EngineError::NotFound("no model `No space left on device`".into());
+        assert!(!storage_full(&quoted));
+        assert_eq!(ApiError::from(quoted).status, StatusCode::NOT_FOUND);
+        let io = std::io::Error::from_raw_os_error(28);
+        let index = EngineError::Index(mnemos_index_core::IndexError::Io(io));
+        let err = ApiError::from(index);
+        assert_eq!(err.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(
+            err.message.contains("indexed at the next start"),
+            "{}",
+            err.message
+        );
+    }
 }
 
 impl From<JsonRejection> for ApiError {

@@ -140,7 +140,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost first: admission sits right before the handlers, behind
         // the token check (unauthenticated requests take no slot); metrics
-        // count what both refuse and the headers cover every answer.
+        // count what both refuse; CORS (when on) answers preflights; the
+        // headers cover every answer, preflights included.
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             admission::admit,
@@ -152,14 +153,15 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             metrics::track,
-        ))
-        .layer(axum::middleware::from_fn(security::headers))
-        .layer(DefaultBodyLimit::max(limit));
+        ));
     let router = match cors {
         Some(layer) => router.layer(layer),
         None => router,
     };
-    router.with_state(state)
+    router
+        .layer(axum::middleware::from_fn(security::headers))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -289,6 +289,7 @@ fn verify(server: &Server, m: &mut Model, history: &BTreeMap<usize, Vec<u64>>) -
         }
     }
     let pending: BTreeMap<usize, ItemState> = m.pending_items.drain(..).collect();
+    let mut landed = 0;
     for i in 0..ITEMS {
         let expected = m.items.get(&i).copied().flatten();
         let after = pending.get(&i).copied();
@@ -303,6 +304,7 @@ fn verify(server: &Server, m: &mut Model, history: &BTreeMap<usize, Vec<u64>>) -
         match after {
             Some(a) if got == a => {
                 m.items.insert(i, a);
+                landed += 1;
             }
             _ => assert_eq!(
                 got,
@@ -313,6 +315,11 @@ fn verify(server: &Server, m: &mut Model, history: &BTreeMap<usize, Vec<u64>>) -
         }
         checks += 1;
     }
+    // A class removal is one logged edit: all of it or none.
+    assert!(
+        landed == 0 || landed == pending.len(),
+        "class removal half applied: {landed} of {pending:?}"
+    );
     let (_, stats) = server.get("/v1/stats");
     let live_docs = m.docs.values().filter(|s| s.is_some()).count();
     assert_eq!(stats["documents"], live_docs, "{stats}");

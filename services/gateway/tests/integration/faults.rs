@@ -83,6 +83,7 @@ fn damaged_index_files_are_rebuilt_from_the_store_not_loaded() {
     assert!(dir.path().join("bm25.corrupt").is_dir());
     if model_dir().is_some() {
         assert!(dir.path().join("dense.corrupt").is_dir());
+        assert!(dir.path().join("hypencoder.corrupt").is_dir());
     }
     server.stop();
 }
@@ -137,13 +138,18 @@ fn tokens_never_reach_the_log() {
 }
 
 /// Mounts a tmpfs of `mb` MiB at `dir`; `false` when this machine does not
-/// allow it (not root), and the test then says so and stops.
+/// allow it (not root), and the test then says so and stops, unless
+/// `MNEMOS_REQUIRE_TMPFS` is set.
 fn mount_tmpfs(dir: &Path, mb: usize) -> bool {
     let ok = Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
         .arg(dir)
         .status()
         .is_ok_and(|s| s.success());
+    // CI runs as root and sets this, so there the test cannot skip.
+    if !ok && std::env::var_os("MNEMOS_REQUIRE_TMPFS").is_some() {
+        panic!("MNEMOS_REQUIRE_TMPFS is set but a tmpfs cannot be mounted");
+    }
     if !ok {
         eprintln!("note: cannot mount a tmpfs (needs root); skipping the full-disk test");
     }
@@ -232,5 +238,49 @@ fn a_full_disk_answers_507_keeps_reads_and_loses_nothing() {
     }
     // And writes work again.
     assert_eq!(post_docs(&server, &ledger(2)).0, 200);
+    server.stop();
+}
+
+/// Clients that send headers and then trickle (here: stall) their body get
+/// 408 after `admission.body_timeout_ms`, and hold no slot meanwhile: with
+/// one search slot, a normal search is served while three of them stall.
+#[test]
+fn a_stalled_body_gets_408_and_holds_no_slot() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("MNEMOS__ADMISSION__BODY_TIMEOUT_MS", "1500"),
+        ("MNEMOS__ADMISSION__SEARCH__CONCURRENCY", "1"),
+        ("MNEMOS__LM__ENABLED", "false"),
+        ("MNEMOS__VISUAL__ENCODER", "false"),
+        ("MNEMOS__VISUAL__DIM", "8"),
+    ];
+    let server = Server::start_with(dir.path(), &env);
+    assert_eq!(post_docs(&server, &ledger(3)).0, 200);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let stalled: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            let head = "POST /v1/search HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"query\":";
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let (ids, _) = server.search_full("spring tide gauge", "bm25");
+    assert_eq!(ids.len(), 3, "served while three bodies stall");
+    assert!(
+        started.elapsed().as_millis() < 1000,
+        "the search did not wait for a slot"
+    );
+    for mut s in stalled {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body_timeout"), "{answer}");
+    }
     server.stop();
 }

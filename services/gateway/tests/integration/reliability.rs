@@ -215,6 +215,15 @@ async fn read_and_admin_tokens_are_separate_on_every_route() {
 }
 
 #[tokio::test]
+async fn tokens_are_checked_before_the_body_is_parsed() {
+    let h = harness_with(|s| s.server.read_token = Some(READ.into())).await;
+    for uri in ["/v1/search", "/v1/admin/documents", "/v1/lm/score"] {
+        let (st, _, json) = raw(&h.app, "POST", uri, &[], Some("{not json".into())).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{uri}: {json}");
+    }
+}
+
+#[tokio::test]
 async fn admin_routes_are_closed_without_an_admin_token() {
     let h = harness_with(|s| s.server.admin_token = None).await;
     for (method, uri, body, needs) in routes() {
