@@ -195,21 +195,6 @@ impl Admission {
         }
     }
 
-    /// `(class, in_flight, queued, limit)` per class, for tests and stats.
-    pub fn snapshot(&self) -> Vec<(&'static str, usize, usize, usize)> {
-        self.gates
-            .iter()
-            .map(|g| {
-                (
-                    g.name,
-                    g.in_flight(),
-                    g.queued.load(Ordering::Acquire),
-                    g.limit,
-                )
-            })
-            .collect()
-    }
-
     fn shed_response(&self, class: &str, why: Shed) -> Response {
         self.shed.with_label_values(&[class, why.label()]).inc();
         let message = match why {
