@@ -3,7 +3,9 @@
 //! dim = 256, d_k = 128), for the product-key layer and Memory+, one token
 //! at a time (decoding) and 64 at a time (prefill / scoring); and a dense
 //! SwiGLU network with the same parameter count as each memory, one token
-//! at a time. Run by hand:
+//! at a time. Sub-keys are packed in f16 as in a served model
+//! ([`MemoryLayer::pack_keys`]); `T=1 unpacked` scores the f32 key tensor
+//! by `matmul` instead. Run by hand:
 //! `RAYON_NUM_THREADS=1 cargo bench -p mnemos-lm --bench memory_layer`.
 //! `examples/memory_scale.rs` prints the same figures as a table, faster.
 //!
@@ -67,7 +69,10 @@ fn benches(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2));
         for n in SUB_KEYS {
-            let layer = MemoryLayer::new(DIM, &config(n, variant), 1).expect("layer");
+            let unpacked = MemoryLayer::new(DIM, &config(n, variant), 1).expect("layer");
+            // As served: sub-keys packed in f16 at load.
+            let mut layer = unpacked.clone();
+            layer.pack_keys().expect("pack");
             let label = label(n);
             group.throughput(Throughput::Elements(1));
             let mut i = 0;
@@ -78,6 +83,15 @@ fn benches(c: &mut Criterion) {
                 })
             });
             if variant == MemoryVariant::Pkm {
+                // The same layer scoring its f32 key tensor by `matmul`.
+                group.bench_function(BenchmarkId::new("T=1 unpacked", label), |b| {
+                    b.iter(|| {
+                        i += 1;
+                        unpacked
+                            .forward(&single[i % single.len()])
+                            .expect("forward")
+                    })
+                });
                 group.throughput(Throughput::Elements(64));
                 group.bench_function(BenchmarkId::new("T=64", label), |b| {
                     b.iter(|| {

@@ -26,6 +26,9 @@ type Run<'a> = Box<dyn Fn(&Tensor) -> Res<Tensor> + 'a>;
 
 const SUB_KEYS: [usize; 4] = [128, 256, 512, 1024];
 
+/// Timed cases per memory size (the table's columns, in push order).
+const PER_SIZE: usize = 10;
+
 /// One timed thing: a layer or network and a batch size.
 struct Case<'a> {
     run: Run<'a>,
@@ -88,17 +91,18 @@ fn main() -> Res<()> {
     let mut plus = Vec::new();
     let mut dense = Vec::new();
     let mut plain = Vec::new();
+    let mut unpacked = Vec::new();
     for n in SUB_KEYS {
-        pkm.push(MemoryLayer::new(
-            dim,
-            &memory(n, key_dim, MemoryVariant::Pkm, true),
-            1,
-        )?);
-        plus.push(MemoryLayer::new(
-            dim,
-            &memory(n, key_dim, MemoryVariant::MemoryPlus, true),
-            1,
-        )?);
+        // As served: sub-keys packed to f16 at load.
+        let layer = MemoryLayer::new(dim, &memory(n, key_dim, MemoryVariant::Pkm, true), 1)?;
+        unpacked.push(layer.clone());
+        let mut layer = layer;
+        layer.pack_keys()?;
+        pkm.push(layer);
+        let mut layer =
+            MemoryLayer::new(dim, &memory(n, key_dim, MemoryVariant::MemoryPlus, true), 1)?;
+        layer.pack_keys()?;
+        plus.push(layer);
         // Without batch norm, so the training path can run one token.
         plain.push(MemoryLayer::new(
             dim,
@@ -122,6 +126,10 @@ fn main() -> Res<()> {
         let p = &plain[i];
         cases.push(case(move |x| Ok(p.forward(x)?), 1));
         cases.push(case(move |x| Ok(p.forward_train(x)?), 1));
+        for t in [1, 64] {
+            let u = &unpacked[i];
+            cases.push(case(move |x| Ok(u.forward(x)?), t));
+        }
     }
     for t in [1, 64] {
         let s = &standard;
@@ -137,7 +145,7 @@ fn main() -> Res<()> {
     let us: Vec<f64> = cases.iter().map(|c| c.best * 1e6).collect();
 
     println!(
-        "{:>9} {:>6} {:>10} | {:>8} {:>8} | {:>8} {:>8} | {:>9} {:>9} | {:>8} {:>8}",
+        "{:>9} {:>6} {:>10} | {:>8} {:>8} | {:>8} {:>8} | {:>9} {:>9} | {:>8} {:>8} | {:>8} {:>8}",
         "N",
         "n",
         "params",
@@ -148,12 +156,14 @@ fn main() -> Res<()> {
         "dense T=1",
         "T=64",
         "fast T=1",
-        "tensor"
+        "tensor",
+        "f32 T=1",
+        "T=64"
     );
     for (i, n) in SUB_KEYS.iter().enumerate() {
-        let r = &us[i * 8..(i + 1) * 8];
+        let r = &us[i * PER_SIZE..(i + 1) * PER_SIZE];
         println!(
-            "{:>9} {:>6} {:>10} | {:>8.1} {:>8.1} | {:>8.1} {:>8.1} | {:>9.0} {:>9.1} | {:>8.1} {:>8.1}",
+            "{:>9} {:>6} {:>10} | {:>8.1} {:>8.1} | {:>8.1} {:>8.1} | {:>9.0} {:>9.1} | {:>8.1} {:>8.1} | {:>8.1} {:>8.1}",
             n * n,
             n,
             pkm[i].num_parameters(),
@@ -164,12 +174,15 @@ fn main() -> Res<()> {
             r[2],
             r[5],
             r[6],
-            r[7]
+            r[7],
+            r[8],
+            r[9]
         );
     }
     println!(
-        "(µs per token; dense = SwiGLU with the PKM layer's parameter count; fast / tensor = \
-         inference path / differentiable path, no batch norm)"
+        "(µs per token; pkm / mem+: sub-keys packed in f16 as served; dense = SwiGLU with the PKM \
+         layer's parameter count; fast / tensor = inference path / differentiable path, no batch \
+         norm; f32 = pkm with unpacked keys, scored by matmul)"
     );
     let last = us.len() - 2;
     println!(
@@ -179,13 +192,16 @@ fn main() -> Res<()> {
         us[last],
         us[last + 1]
     );
-    let growth = |col: usize| us[3 * 8 + col] / us[8 + col];
+    let growth = |col: usize| us[3 * PER_SIZE + col] / us[PER_SIZE + col];
     println!(
-        "growth 65k → 1M: pkm T=1 {:.2}×, T=64 {:.2}×; mem+ T=1 {:.2}×, T=64 {:.2}×",
+        "growth 65k → 1M: pkm T=1 {:.2}×, T=64 {:.2}×; mem+ T=1 {:.2}×, T=64 {:.2}×; \
+         f32 keys T=1 {:.2}×, T=64 {:.2}×",
         growth(0),
         growth(3),
         growth(1),
-        growth(4)
+        growth(4),
+        growth(8),
+        growth(9)
     );
     Ok(())
 }

@@ -53,6 +53,7 @@ mod rmsnorm;
 mod rng;
 mod rope;
 mod score;
+mod subkeys;
 mod tokenizer;
 mod topk;
 pub mod train;

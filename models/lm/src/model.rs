@@ -181,6 +181,20 @@ impl Lm {
             .collect()
     }
 
+    /// Packs every memory layer's sub-keys for inference
+    /// ([`MemoryLayer::pack_keys`]); for a model that is served, not
+    /// trained further. Returns the layers packed.
+    pub fn pack_memory_keys(&mut self) -> Result<usize> {
+        let mut packed = 0;
+        for block in &mut self.blocks {
+            if let Mixer::Memory(layer) = &mut block.mixer {
+                layer.pack_keys()?;
+                packed += 1;
+            }
+        }
+        Ok(packed)
+    }
+
     /// Serves the memory layers' value tables in pages of `rows_per_page`
     /// rows through `tiers` (written under `{prefix}/layer-{i}/` in the warm
     /// directory, and published when the tiers have a cold store); a

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::rng::SplitMix64;
+use candle_core::DType;
 
 fn config(variant: MemoryVariant, batch_norm: bool) -> MemoryConfig {
     MemoryConfig {
@@ -121,6 +122,37 @@ fn inference_and_training_paths_agree() -> Result<()> {
         let train = layer.forward_train(&x)?;
         assert_eq!(fast.dims(), &[2, 3, 12]);
         assert!(max_diff(&fast, &train) < 1e-5, "{variant:?}");
+    }
+    Ok(())
+}
+
+/// Packed (f16) sub-keys choose the same values with the same weights as the
+/// `matmul` scoring, for one token (decoding) and for several (scoring),
+/// with n not a multiple of the packed block.
+#[test]
+fn packed_keys_look_up_what_the_key_tensor_does() -> Result<()> {
+    for variant in [MemoryVariant::Pkm, MemoryVariant::MemoryPlus] {
+        let config = MemoryConfig {
+            n_keys: 37,
+            ..config(variant, true)
+        };
+        let mut plain = MemoryLayer::new(12, &config, 8)?;
+        // Keys as a checkpoint stores them (f16), which packing keeps exactly.
+        plain.keys = plain.keys.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+        let mut packed = plain.clone();
+        packed.pack_keys()?;
+        for tokens in [1, 5] {
+            let x = input(tokens, 12, 9 + tokens as u64);
+            let (a, b) = (plain.lookup(&x)?, packed.lookup(&x)?);
+            assert_eq!(a.indices, b.indices, "{variant:?}, {tokens} tokens");
+            let close = a
+                .scores
+                .iter()
+                .zip(&b.scores)
+                .all(|(x, y)| (x - y).abs() < 1e-5);
+            assert!(close, "{variant:?}, {tokens} tokens");
+            assert!(max_diff(&plain.forward(&x)?, &packed.forward(&x)?) < 1e-5);
+        }
     }
     Ok(())
 }

@@ -244,6 +244,8 @@ pub fn load_trained(
             ))
         };
         let mut model = Lm::load(&path).map_err(fail)?;
+        // Served models are frozen: score sub-keys from a packed copy.
+        model.pack_memory_keys().map_err(fail)?;
         if tiers.enabled && tiers.pkm_page_rows > 0 && !model.memory_layers().is_empty() {
             let warm = data_dir.join("pkm-pages").join(&name);
             let t = mnemos_tiers::Tiers::new(mnemos_tiers::TiersConfig::new(

@@ -19,23 +19,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds = 5;
     let mut models = Vec::new();
     for d in &dirs {
-        let model = Lm::load(d)?;
+        let name = d
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        // As served: memory sub-keys packed at load. Memory models are also
+        // timed unpacked (sub-keys scored by `matmul`) for comparison.
+        let mut model = Lm::load(d)?;
+        if model.pack_memory_keys()? > 0 {
+            let tokenizer = LmTokenizer::load(&d.join(TOKENIZER_FILE))?;
+            models.push((format!("{name} (unpacked)"), Lm::load(d)?, tokenizer));
+        }
         let tokenizer = LmTokenizer::load(&d.join(TOKENIZER_FILE))?;
-        models.push((
-            d.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            model,
-            tokenizer,
-        ));
+        models.push((name, model, tokenizer));
     }
     let config = GenerationConfig::default();
     let mut speeds = vec![Vec::new(); models.len()];
     for round in 0..rounds {
         for (i, (name, model, tokenizer)) in models.iter().enumerate() {
             let r = measure_generation(model, tokenizer, &config)?;
-            println!("round {round} {name:<18} {:>8.0} tok/s", r.tokens_per_sec);
+            println!("round {round} {name:<28} {:>8.0} tok/s", r.tokens_per_sec);
             speeds[i].push(r.tokens_per_sec);
         }
     }
@@ -46,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for ((name, model, _), mut s) in models.iter().zip(speeds) {
         s.sort_by(f64::total_cmp);
         println!(
-            "{name:<18} {:>12} {:>12.0}",
+            "{name:<28} {:>12} {:>12.0}",
             model.num_parameters(),
             s[s.len() / 2]
         );
