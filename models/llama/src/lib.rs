@@ -28,7 +28,7 @@ mod units;
 pub use config::LlamaConfig;
 pub use error::{LlamaError, Result};
 pub use model::{find_gguf, Llama, LlamaCache, WeightFormat, MAX_POSITIONS};
-pub use run::{chat_prompt, generate, score, Score};
+pub use run::{chat_prompt, generate, generate_with, score, Score};
 pub use tokenizer::SpecialTokens;
 pub use train::{train_units, TrainText, UnitTraining, UnitTrainingReport};
 pub use units::{FfnUnits, UnitWeights};

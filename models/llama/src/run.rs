@@ -94,6 +94,18 @@ pub fn generate(
     options: &GenerateOptions,
     units: Option<&FfnUnits>,
 ) -> Result<Vec<u32>> {
+    generate_with(model, prompt, options, units, |_| true)
+}
+
+/// [`generate`], calling `on_token` with each new token as soon as it is
+/// chosen (for streaming); generation stops early when it returns false.
+pub fn generate_with(
+    model: &Llama,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    units: Option<&FfnUnits>,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Vec<u32>> {
     let mut sampler = Sampler::new(options)?;
     let max = model.max_positions();
     if prompt.is_empty() || prompt.len() >= max {
@@ -116,6 +128,9 @@ pub fn generate(
             break;
         }
         out.push(next);
+        if !on_token(next) {
+            break;
+        }
         input = vec![next];
     }
     Ok(out)

@@ -133,6 +133,18 @@ impl Sampler {
 
 /// Continues `prompt` (token ids) and returns the new tokens only.
 pub fn generate(model: &Lm, prompt: &[u32], options: &GenerateOptions) -> Result<Vec<u32>> {
+    generate_with(model, prompt, options, |_| true)
+}
+
+/// [`generate`], calling `on_token` with each new token as soon as it is
+/// chosen (for streaming); generation stops early when it returns false
+/// (e.g. the client has gone).
+pub fn generate_with(
+    model: &Lm,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Vec<u32>> {
     let mut sampler = Sampler::new(options)?;
     let max_seq_len = model.config().max_seq_len;
     if prompt.is_empty() || prompt.len() > max_seq_len {
@@ -153,7 +165,7 @@ pub fn generate(model: &Lm, prompt: &[u32], options: &GenerateOptions) -> Result
             break;
         }
         out.push(next);
-        if cache.len() >= max_seq_len {
+        if !on_token(next) || cache.len() >= max_seq_len {
             break;
         }
         input = Tensor::new(&[next], &Device::Cpu)?.unsqueeze(0)?;

@@ -62,7 +62,7 @@ pub use attention::KvCache;
 pub use config::{LmConfig, MemoryConfig, MemoryVariant};
 pub use error::{LmError, Result};
 pub use ffn::SwiGlu;
-pub use generate::{generate, generate_text, GenerateOptions, Sampler};
+pub use generate::{generate, generate_text, generate_with, GenerateOptions, Sampler};
 pub use model::{Lm, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 pub use paged::{PageReads, PagedValues};
 pub use pkm::{Lookup, MemoryLayer};

@@ -109,6 +109,20 @@ pub struct LmGenerateRequest {
     pub chat: bool,
     #[serde(default)]
     pub memory: LmMemoryMode,
+    /// Answer with server-sent events as the text is made: `token` events
+    /// (`LmStreamToken`), then one `done` event (this request's
+    /// `LmGenerateResponse`) or one `error` event (`ErrorResponse`).
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// `event: token` of a streamed generation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LmStreamToken {
+    /// The new text; the pieces concatenated are the final `text`.
+    pub text: String,
+    /// Tokens generated so far.
+    pub tokens: usize,
 }
 
 /// A generation.

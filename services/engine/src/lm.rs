@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mnemos_api::{
-    LmGenerateRequest, LmGenerateResponse, LmMemoryJobsResponse, LmModelInfo, LmScoreRequest,
-    LmScoreResponse, TiersResponse,
+    LmGenerateRequest, LmGenerateResponse, LmMemoryJobsResponse, LmMemoryMode, LmModelInfo,
+    LmScoreRequest, LmScoreResponse, TiersResponse,
 };
 use mnemos_config::{LmSettings, TierSettings};
 use mnemos_lm::GenerateOptions;
 use mnemos_models_core::Encoder;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use crate::lm_models::{load_anchor, load_trained, LmModel, ServedLm};
 use crate::{blocking, EngineError, Pending, Result};
@@ -156,24 +156,40 @@ impl LmService {
         &self,
         job: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        let _admitted = self.admit().await?;
+        blocking(job).await
+    }
+
+    /// A place in the queue, then a worker slot: held for as long as the
+    /// returned guard lives.
+    pub(crate) async fn admit(&self) -> Result<Admitted> {
         let before = self.pending.fetch_add(1, Ordering::AcqRel);
-        let _pending = Pending(Arc::clone(&self.pending));
+        let pending = Pending(Arc::clone(&self.pending));
         if before >= self.settings.queue_capacity + self.settings.workers() {
             return Err(EngineError::Overloaded(format!(
                 "the language-model queue is full ({before} requests waiting or running); retry later"
             )));
         }
-        let _permit = Arc::clone(&self.permits)
+        let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(|_| {
                 EngineError::Unavailable("the language models are shutting down".into())
             })?;
-        blocking(job).await
+        Ok(Admitted {
+            _pending: pending,
+            _permit: permit,
+        })
     }
 
     /// Continues a prompt.
     pub async fn generate(&self, req: LmGenerateRequest) -> Result<LmGenerateResponse> {
+        let generation = self.prepare(req)?;
+        self.run(move || generation.run(&mut |_| true)).await
+    }
+
+    /// Checks a generation request and resolves its model and options.
+    pub(crate) fn prepare(&self, req: LmGenerateRequest) -> Result<Generation> {
         let s = &self.settings;
         let bad = |m: String| Err(EngineError::InvalidArgument(m));
         let served = self.model(&req.model)?;
@@ -222,37 +238,17 @@ impl LmService {
         } else {
             req.prompt.clone()
         };
-        // The memory path is chosen by what the user wrote, not by the
-        // chat template around it.
-        let routed_text = req.prompt;
-        let name = req.model.clone();
-        let mode = req.memory;
-        self.run(move || {
-            let started = Instant::now();
-            let ids = served.encode(&prompt)?;
-            let context = served.context();
-            if ids.len() >= context {
-                return Err(EngineError::InvalidArgument(format!(
-                    "the prompt is {} tokens; model `{name}` takes at most {} before generating",
-                    ids.len(),
-                    context - 1
-                )));
-            }
-            let (units, memory) = served.memory_for(&routed_text, mode)?;
-            let out = served.generate(&ids, &options, units.as_ref())?;
-            let text = served.decode(&out)?;
-            let secs = started.elapsed().as_secs_f64();
-            Ok(LmGenerateResponse {
-                model: name,
-                text,
-                prompt_tokens: ids.len(),
-                tokens: out.len(),
-                took_ms: secs * 1e3,
-                tokens_per_s: out.len() as f64 / secs.max(1e-9),
-                memory,
-            })
+        Ok(Generation {
+            served,
+            prompt,
+            // The memory path is chosen by what the user wrote, not by the
+            // chat template around it.
+            routed_text: req.prompt,
+            name: req.model,
+            mode: req.memory,
+            options,
+            ids: None,
         })
-        .await
     }
 
     /// The likelihood of a text.
@@ -288,5 +284,68 @@ impl LmService {
             })
         })
         .await
+    }
+}
+
+/// A queue place and a worker slot ([`LmService::admit`]).
+pub(crate) struct Admitted {
+    _pending: Pending,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A checked generation request ([`LmService::prepare`]), ready to run on
+/// the blocking pool.
+pub(crate) struct Generation {
+    pub(crate) served: Arc<ServedLm>,
+    prompt: String,
+    routed_text: String,
+    name: String,
+    mode: LmMemoryMode,
+    options: GenerateOptions,
+    /// The prompt's tokens once [`Generation::encode`] has run.
+    ids: Option<Vec<u32>>,
+}
+
+impl Generation {
+    /// Tokenizes the prompt (once) and checks that it leaves room to
+    /// generate.
+    pub(crate) fn encode(&mut self) -> Result<&[u32]> {
+        if self.ids.is_none() {
+            let ids = self.served.encode(&self.prompt)?;
+            let context = self.served.context();
+            if ids.len() >= context {
+                return Err(EngineError::InvalidArgument(format!(
+                    "the prompt is {} tokens; model `{}` takes at most {} before generating",
+                    ids.len(),
+                    self.name,
+                    context - 1
+                )));
+            }
+            self.ids = Some(ids);
+        }
+        Ok(self.ids.as_deref().unwrap_or_default())
+    }
+
+    /// Runs it, handing each new token to `on_token` (false stops it).
+    pub(crate) fn run(
+        mut self,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<LmGenerateResponse> {
+        let started = Instant::now();
+        let ids = self.encode()?.to_vec();
+        let served = &self.served;
+        let (units, memory) = served.memory_for(&self.routed_text, self.mode)?;
+        let out = served.generate(&ids, &self.options, units.as_ref(), on_token)?;
+        let text = served.decode(&out)?;
+        let secs = started.elapsed().as_secs_f64();
+        Ok(LmGenerateResponse {
+            model: self.name,
+            text,
+            prompt_tokens: ids.len(),
+            tokens: out.len(),
+            took_ms: secs * 1e3,
+            tokens_per_s: out.len() as f64 / secs.max(1e-9),
+            memory,
+        })
     }
 }

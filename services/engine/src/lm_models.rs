@@ -174,21 +174,24 @@ impl ServedLm {
     }
 
     /// New tokens after `prompt`, with `units` appended (anchor only); the
-    /// model's end-of-text token stops it.
+    /// model's end-of-text token stops it. `on_token` sees each token as it
+    /// is chosen and stops generation by returning false.
     pub fn generate(
         &self,
         prompt: &[u32],
         options: &GenerateOptions,
         units: Option<&FfnUnits>,
+        on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<Vec<u32>> {
         match &self.model {
             LmModel::Trained { model, tokenizer } => {
                 let mut options = options.clone();
                 options.stop_tokens.extend(tokenizer.end_of_text());
-                mnemos_lm::generate(model, prompt, &options).map_err(lm_error)
+                mnemos_lm::generate_with(model, prompt, &options, on_token).map_err(lm_error)
             }
             LmModel::Anchor { model, .. } => {
-                mnemos_llama::generate(model, prompt, options, units).map_err(llama_error)
+                mnemos_llama::generate_with(model, prompt, options, units, on_token)
+                    .map_err(llama_error)
             }
         }
     }

@@ -3,13 +3,19 @@
 
 use std::sync::Arc;
 
+use std::convert::Infallible;
+
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::stream::{self, StreamExt};
 use mnemos_api::{
-    LmGenerateRequest, LmGenerateResponse, LmMemoryJobsResponse, LmModelsResponse, LmScoreRequest,
-    LmScoreResponse, TiersResponse,
+    ErrorDetail, ErrorResponse, LmGenerateRequest, LmGenerateResponse, LmMemoryJobsResponse,
+    LmModelsResponse, LmScoreRequest, LmScoreResponse, LmStreamToken, TiersResponse,
 };
+use mnemos_engine::LmStreamEvent;
 
 use crate::error::{ApiError, AppJson};
 use crate::{auth, AppState};
@@ -28,9 +34,13 @@ pub async fn models(
 }
 
 /// Continue a prompt (temperature 0 is greedy; a seed makes sampling
-/// repeatable).
+/// repeatable). With `"stream": true` the answer is a stream of
+/// server-sent events: `token` events as the text is made, then `done`
+/// (the whole response) or `error`.
 #[utoipa::path(post, path = "/v1/lm/generate", request_body = LmGenerateRequest, responses(
     (status = 200, body = LmGenerateResponse),
+    (status = 200, content_type = "text/event-stream", description = "`\"stream\": true`: \
+        `token` events (LmStreamToken), then `done` (LmGenerateResponse) or `error` (ErrorResponse)"),
     (status = 400, body = mnemos_api::ErrorResponse),
     (status = 404, description = "unknown model", body = mnemos_api::ErrorResponse),
     (status = 503, body = mnemos_api::ErrorResponse)))]
@@ -38,10 +48,47 @@ pub async fn generate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     AppJson(req): AppJson<LmGenerateRequest>,
-) -> Result<Json<LmGenerateResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     auth::check_read(&headers, state.read_token.as_deref())?;
     let lm = Arc::clone(state.require_ready()?.lm()?);
-    Ok(Json(lm.generate(req).await?))
+    if !req.stream {
+        return Ok(Json(lm.generate(req).await?).into_response());
+    }
+    let events = lm.generate_stream(req).await?;
+    let events = stream::unfold(events, |mut rx| async move {
+        rx.recv().await.map(|event| (event, rx))
+    })
+    .map(|event| {
+        Ok::<_, Infallible>(match event {
+            LmStreamEvent::Token { tokens, text } => {
+                sse_json("token", &LmStreamToken { text, tokens })
+            }
+            LmStreamEvent::Done(done) => sse_json("done", &done),
+            LmStreamEvent::Failed(err) => {
+                let err = ApiError::from(err);
+                sse_json(
+                    "error",
+                    &ErrorResponse {
+                        error: ErrorDetail {
+                            code: err.code.to_string(),
+                            message: err.message,
+                        },
+                    },
+                )
+            }
+        })
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// One server-sent event with a JSON body.
+fn sse_json(name: &str, body: &impl serde::Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(body)
+        .unwrap_or_else(|err| Event::default().event("error").data(err.to_string()))
 }
 
 /// The negative log-likelihood and perplexity of a text.

@@ -133,6 +133,73 @@ async fn generation_is_bounded_and_repeatable_and_scoring_reports_perplexity() {
     }
 }
 
+/// `(event, data)` pairs of a server-sent-event body.
+fn sse_events(body: &str) -> Vec<(String, serde_json::Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(str::trim).map(str::to_string))
+            };
+            let data = field("data:")?;
+            Some((
+                field("event:")?,
+                serde_json::from_str(&data).expect("JSON data"),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn streamed_generation_sends_the_same_text_token_by_token() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    let (app, _, _dir) = harness().await;
+    for model in ["tiny-a", "tiny-pkm"] {
+        let req = json!({"model": model, "prompt": "The keys", "max_tokens": 12,
+                         "temperature": 0.9, "seed": 4});
+        let (st, whole) = post(&app, "/v1/lm/generate", req.clone()).await;
+        assert_eq!(st, StatusCode::OK, "{whole}");
+
+        let mut streamed = req;
+        streamed["stream"] = json!(true);
+        let request = Request::post("/v1/lm/generate")
+            .header("content-type", "application/json")
+            .body(Body::from(streamed.to_string()))
+            .unwrap();
+        let resp = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let events = sse_events(std::str::from_utf8(&bytes).unwrap());
+
+        let (last, tokens) = events.split_last().expect("events");
+        assert_eq!(last.0, "done", "{events:?}");
+        assert_eq!(last.1["text"], whole["text"], "same seed, same text");
+        assert_eq!(last.1["tokens"], whole["tokens"]);
+        assert!(!tokens.is_empty(), "{events:?}");
+        assert!(tokens.iter().all(|(name, _)| name == "token"), "{events:?}");
+        let pieces: String = tokens
+            .iter()
+            .map(|(_, t)| t["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(pieces, whole["text"].as_str().unwrap(), "{events:?}");
+        // Token counts rise and never pass the total.
+        let counts: Vec<u64> = tokens
+            .iter()
+            .map(|(_, t)| t["tokens"].as_u64().unwrap())
+            .collect();
+        assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+        assert!(counts.last().copied().unwrap_or(0) <= whole["tokens"].as_u64().unwrap());
+    }
+}
+
 #[tokio::test]
 async fn bad_requests_are_4xx_that_name_the_problem() {
     let (app, _, _dir) = harness().await;
@@ -178,9 +245,21 @@ async fn bad_requests_are_4xx_that_name_the_problem() {
         ),
         (
             "/v1/lm/generate",
-            ok(json!({"stream": true})),
+            ok(json!({"stream": "yes"})),
             400,
             "stream",
+        ),
+        (
+            "/v1/lm/generate",
+            ok(json!({"stream": true, "max_tokens": 33})),
+            400,
+            "max_tokens",
+        ),
+        (
+            "/v1/lm/generate",
+            ok(json!({"stream": true, "prompt": "keys ".repeat(200)})),
+            400,
+            "tokens",
         ),
         (
             "/v1/lm/score",

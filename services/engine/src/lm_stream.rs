@@ -1,0 +1,141 @@
+//! Streamed generation: each new piece of text is sent as soon as the
+//! model has chosen its token, for `"stream": true` on `/v1/lm/generate`
+//! (the gateway turns the events into server-sent events).
+//!
+//! The request is checked (its prompt tokenized too) and a worker slot
+//! taken before anything is streamed, so a bad request or a full queue is
+//! still a plain 4xx / 503.
+//! The slot is then held by the task that runs the generation, not by the
+//! HTTP handler, for as long as tokens are made; a client that goes away
+//! closes the channel and generation stops at the next token.
+
+use mnemos_api::{LmGenerateRequest, LmGenerateResponse};
+use tokio::sync::mpsc;
+
+use crate::lm::{Generation, LmService};
+use crate::{blocking, EngineError, Result};
+
+/// Events buffered between the model and a slow client; the model waits
+/// beyond that (it never drops a piece).
+const BUFFER: usize = 64;
+
+/// One event of a streamed generation.
+#[derive(Debug)]
+pub enum LmStreamEvent {
+    /// Text that the last token(s) completed; the pieces concatenated are
+    /// the final text.
+    Token {
+        /// Tokens generated so far.
+        tokens: usize,
+        text: String,
+    },
+    /// The whole generation, as a non-streamed request would have had it.
+    Done(LmGenerateResponse),
+    /// Generation failed after streaming began.
+    Failed(EngineError),
+}
+
+impl LmService {
+    /// Starts `req` and returns its events; ends with `Done` or `Failed`.
+    pub async fn generate_stream(
+        &self,
+        req: LmGenerateRequest,
+    ) -> Result<mpsc::Receiver<LmStreamEvent>> {
+        let generation = self.prepare(req)?;
+        let admitted = self.admit().await?;
+        // A prompt too long for the model is a 400 too, before any event.
+        let generation = blocking(move || {
+            let mut generation = generation;
+            generation.encode()?;
+            Ok(generation)
+        })
+        .await?;
+        let (tx, rx) = mpsc::channel(BUFFER);
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            let events = tx.clone();
+            let result = blocking(move || stream(generation, &events)).await;
+            let last = match result {
+                Ok(done) => LmStreamEvent::Done(done),
+                Err(err) => LmStreamEvent::Failed(err),
+            };
+            // A client that has gone is not an error.
+            let _ = tx.send(last).await;
+        });
+        Ok(rx)
+    }
+}
+
+/// Runs `generation`, sending the text of each token as it is decoded.
+fn stream(
+    generation: Generation,
+    events: &mpsc::Sender<LmStreamEvent>,
+) -> Result<LmGenerateResponse> {
+    let served = std::sync::Arc::clone(&generation.served);
+    let mut text = TextSoFar::default();
+    generation.run(
+        &mut |token| match text.push(token, |ids| served.decode(ids)) {
+            Some(piece) => events
+                .blocking_send(LmStreamEvent::Token {
+                    tokens: text.ids.len(),
+                    text: piece,
+                })
+                .is_ok(),
+            None => !events.is_closed(),
+        },
+    )
+}
+
+/// Incremental decoding. A byte-level BPE token can end inside a UTF-8
+/// character, which decodes as U+FFFD until the next token completes it;
+/// such text is held back. The tokens are decoded whole each time (a few
+/// hundred at most), and only text that extends what was sent is sent.
+#[derive(Default)]
+struct TextSoFar {
+    ids: Vec<u32>,
+    sent: String,
+}
+
+impl TextSoFar {
+    /// The new text after `token`, if any can be sent yet.
+    fn push(&mut self, token: u32, decode: impl Fn(&[u32]) -> Result<String>) -> Option<String> {
+        self.ids.push(token);
+        let full = decode(&self.ids).ok()?;
+        if full.ends_with('\u{FFFD}')
+            || !full.starts_with(&self.sent)
+            || full.len() == self.sent.len()
+        {
+            return None;
+        }
+        let piece = full[self.sent.len()..].to_string();
+        self.sent = full;
+        Some(piece)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tokens as raw bytes, decoded lossily like a byte-level BPE.
+    fn decode(ids: &[u32]) -> Result<String> {
+        let bytes: Vec<u8> = ids.iter().map(|&b| b as u8).collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[test]
+    fn pieces_wait_for_whole_characters_and_add_up_to_the_text() {
+        let word = "naïve café ☕";
+        let mut text = TextSoFar::default();
+        let mut pieces = Vec::new();
+        for &b in word.as_bytes() {
+            if let Some(piece) = text.push(u32::from(b), decode) {
+                pieces.push(piece);
+            }
+        }
+        assert_eq!(pieces.concat(), word);
+        assert!(pieces.contains(&"ï".to_string()));
+        assert!(pieces.contains(&"☕".to_string()));
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')));
+    }
+}
