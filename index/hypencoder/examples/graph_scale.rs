@@ -228,7 +228,7 @@ fn around_real(
     spread: f32,
     seed: u64,
 ) -> Result<Vec<Vec<f32>>, Error> {
-    if real.is_empty() || real.len() % dim != 0 {
+    if real.is_empty() || !real.len().is_multiple_of(dim) {
         return Err(format!("vector file is not a whole number of {dim}-float rows").into());
     }
     let rows = real.len() / dim;

@@ -140,7 +140,7 @@ impl QNets {
     /// The number of `h`-wide rows in `rows`.
     fn check_slice(&self, rows: &[f32]) -> Result<usize> {
         let h = self.width();
-        if h == 0 || rows.len() % h != 0 {
+        if h == 0 || !rows.len().is_multiple_of(h) {
             return Err(HypencoderError::InvalidInput(format!(
                 "document slice of {} floats is not a whole number of {h}-wide rows",
                 rows.len()

@@ -112,13 +112,13 @@ impl LlamaConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
         }
-        if self.dim % self.heads != 0 || self.head_dim() % 2 != 0 {
+        if !self.dim.is_multiple_of(self.heads) || !self.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "dim {} must split into {} heads of even width",
                 self.dim, self.heads
             ));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(format!(
                 "heads {} must be a multiple of kv_heads {}",
                 self.heads, self.kv_heads

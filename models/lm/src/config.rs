@@ -160,7 +160,7 @@ impl MemoryConfig {
         range("k", self.k, 1, self.n_keys.min(1024))?;
         range("heads", self.heads, 1, 64)?;
         range("key_dim", self.key_dim, 2, 4096)?;
-        if self.key_dim % 2 != 0 {
+        if !self.key_dim.is_multiple_of(2) {
             return Err(LmError::Config(format!(
                 "memory.key_dim must be even (two halves), got {}",
                 self.key_dim
@@ -197,7 +197,7 @@ impl LmConfig {
         range("dim", self.dim, 2, 16_384)?;
         range("layers", self.layers, 1, 256)?;
         range("heads", self.heads, 1, self.dim)?;
-        if self.dim % self.heads != 0 || self.head_dim() % 2 != 0 {
+        if !self.dim.is_multiple_of(self.heads) || !self.head_dim().is_multiple_of(2) {
             return bad(format!(
                 "heads must divide dim into even head widths (rotary positions rotate pairs), \
                  got dim {} and heads {}",

@@ -47,7 +47,7 @@ impl PagedValues {
         prefix: &str,
         publish: bool,
     ) -> Result<Self> {
-        if dim == 0 || rows_per_page == 0 || table.len() % dim != 0 {
+        if dim == 0 || rows_per_page == 0 || !table.len().is_multiple_of(dim) {
             return Err(LmError::InvalidInput(format!(
                 "a value table of {} floats cannot be paged by {rows_per_page} rows of {dim}",
                 table.len()

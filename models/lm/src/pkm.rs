@@ -203,11 +203,16 @@ impl MemoryLayer {
     }
 
     /// Scores sub-keys at inference from a packed copy of the keys
-    /// ([`crate::subkeys`]), read in order with no per-call copy. For
-    /// frozen weights only: training updates the key tensor, not the copy,
-    /// so a layer that trains further must not be packed (the trainer never
-    /// packs; served models are packed at load).
+    /// ([`crate::subkeys`]), in f16, read in order with no per-call copy.
+    /// For frozen weights only: training would update the key tensor, not
+    /// the copy, so keys that are a training variable are refused (the
+    /// trainer never packs; served models are packed at load).
     pub fn pack_keys(&mut self) -> Result<()> {
+        if self.keys.is_variable() {
+            return Err(LmError::InvalidInput(
+                "the sub-keys are being trained (a variable); pack a loaded model".into(),
+            ));
+        }
         let (halves, width, n) = self.keys.dims3()?;
         let packed = with_host_f32(&self.keys, |k| PackedKeys::pack(k, halves, width, n))??;
         self.packed = Some(Arc::new(packed));

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mnemos_api::{
-    LmGenerateRequest, LmGenerateResponse, LmMemoryJobsResponse, LmMemoryMode, LmModelInfo,
-    LmScoreRequest, LmScoreResponse, TiersResponse,
+    LmGenerateRequest, LmGenerateResponse, LmMemoryJobsResponse, LmMemoryMode, LmMemoryUsed,
+    LmModelInfo, LmScoreRequest, LmScoreResponse, TiersResponse,
 };
 use mnemos_config::{LmSettings, TierSettings};
+use mnemos_llama::FfnUnits;
 use mnemos_lm::GenerateOptions;
 use mnemos_models_core::Encoder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -247,7 +248,7 @@ impl LmService {
             name: req.model,
             mode: req.memory,
             options,
-            ids: None,
+            inputs: None,
         })
     }
 
@@ -302,28 +303,44 @@ pub(crate) struct Generation {
     name: String,
     mode: LmMemoryMode,
     options: GenerateOptions,
-    /// The prompt's tokens once [`Generation::encode`] has run.
-    ids: Option<Vec<u32>>,
+    /// Set by [`Generation::ready`].
+    inputs: Option<Inputs>,
+}
+
+/// What a generation starts from ([`Generation::ready`]).
+struct Inputs {
+    ids: Vec<u32>,
+    units: Option<FfnUnits>,
+    memory: Option<LmMemoryUsed>,
 }
 
 impl Generation {
-    /// Tokenizes the prompt (once) and checks that it leaves room to
-    /// generate.
-    pub(crate) fn encode(&mut self) -> Result<&[u32]> {
-        if self.ids.is_none() {
-            let ids = self.served.encode(&self.prompt)?;
-            let context = self.served.context();
-            if ids.len() >= context {
-                return Err(EngineError::InvalidArgument(format!(
-                    "the prompt is {} tokens; model `{}` takes at most {} before generating",
-                    ids.len(),
-                    self.name,
-                    context - 1
-                )));
-            }
-            self.ids = Some(ids);
+    /// New tokens at most.
+    pub(crate) fn max_tokens(&self) -> usize {
+        self.options.max_new_tokens
+    }
+
+    /// Tokenizes the prompt, checks that it leaves room to generate and
+    /// fetches the memory blocks its text routes to: everything that can
+    /// fail before the first token. Done once; [`Generation::run`] calls it
+    /// if nobody did.
+    pub(crate) fn ready(&mut self) -> Result<()> {
+        if self.inputs.is_some() {
+            return Ok(());
         }
-        Ok(self.ids.as_deref().unwrap_or_default())
+        let ids = self.served.encode(&self.prompt)?;
+        let context = self.served.context();
+        if ids.len() >= context {
+            return Err(EngineError::InvalidArgument(format!(
+                "the prompt is {} tokens; model `{}` takes at most {} before generating",
+                ids.len(),
+                self.name,
+                context - 1
+            )));
+        }
+        let (units, memory) = self.served.memory_for(&self.routed_text, self.mode)?;
+        self.inputs = Some(Inputs { ids, units, memory });
+        Ok(())
     }
 
     /// Runs it, handing each new token to `on_token` (false stops it).
@@ -332,9 +349,11 @@ impl Generation {
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<LmGenerateResponse> {
         let started = Instant::now();
-        let ids = self.encode()?.to_vec();
+        self.ready()?;
+        let Some(Inputs { ids, units, memory }) = self.inputs.take() else {
+            return Err(EngineError::Internal("generation inputs missing".into()));
+        };
         let served = &self.served;
-        let (units, memory) = served.memory_for(&self.routed_text, self.mode)?;
         let out = served.generate(&ids, &self.options, units.as_ref(), on_token)?;
         let text = served.decode(&out)?;
         let secs = started.elapsed().as_secs_f64();

@@ -2,22 +2,21 @@
 //! model has chosen its token, for `"stream": true` on `/v1/lm/generate`
 //! (the gateway turns the events into server-sent events).
 //!
-//! The request is checked (its prompt tokenized too) and a worker slot
-//! taken before anything is streamed, so a bad request or a full queue is
-//! still a plain 4xx / 503.
-//! The slot is then held by the task that runs the generation, not by the
-//! HTTP handler, for as long as tokens are made; a client that goes away
-//! closes the channel and generation stops at the next token.
+//! Everything that can fail before the first token (the checks, the
+//! tokenized prompt's length, the memory blocks its text routes to) runs
+//! before the stream starts, after a worker slot is taken, so bad input, a
+//! full queue or a memory outage is still a plain 4xx / 503. The slot is
+//! then held by the task that runs the generation, not by the HTTP
+//! handler, and only while tokens are made: the channel has room for every
+//! event a generation can send, so a client that stops reading never keeps
+//! a worker waiting; a client that goes away closes the channel and
+//! generation stops at the next token.
 
 use mnemos_api::{LmGenerateRequest, LmGenerateResponse};
 use tokio::sync::mpsc;
 
 use crate::lm::{Generation, LmService};
 use crate::{blocking, EngineError, Result};
-
-/// Events buffered between the model and a slow client; the model waits
-/// beyond that (it never drops a piece).
-const BUFFER: usize = 64;
 
 /// One event of a streamed generation.
 #[derive(Debug)]
@@ -43,53 +42,67 @@ impl LmService {
     ) -> Result<mpsc::Receiver<LmStreamEvent>> {
         let generation = self.prepare(req)?;
         let admitted = self.admit().await?;
-        // A prompt too long for the model is a 400 too, before any event.
         let generation = blocking(move || {
             let mut generation = generation;
-            generation.encode()?;
+            generation.ready()?;
             Ok(generation)
         })
         .await?;
-        let (tx, rx) = mpsc::channel(BUFFER);
+        // A piece per token at most, a last piece and the final event.
+        let (tx, rx) = mpsc::channel(generation.max_tokens() + 2);
         tokio::spawn(async move {
-            let _admitted = admitted;
             let events = tx.clone();
             let result = blocking(move || stream(generation, &events)).await;
+            drop(admitted);
             let last = match result {
                 Ok(done) => LmStreamEvent::Done(done),
                 Err(err) => LmStreamEvent::Failed(err),
             };
-            // A client that has gone is not an error.
-            let _ = tx.send(last).await;
+            // Room is reserved; a client that has gone is not an error.
+            let _ = tx.try_send(last);
         });
         Ok(rx)
     }
 }
 
-/// Runs `generation`, sending the text of each token as it is decoded.
+/// Runs `generation`, sending the text of each token as it is decoded,
+/// and any text held back to the end.
 fn stream(
     generation: Generation,
     events: &mpsc::Sender<LmStreamEvent>,
 ) -> Result<LmGenerateResponse> {
     let served = std::sync::Arc::clone(&generation.served);
     let mut text = TextSoFar::default();
-    generation.run(
-        &mut |token| match text.push(token, |ids| served.decode(ids)) {
+    let done = generation.run(&mut |token| {
+        match text.push(token, |ids| served.decode(ids)) {
+            // Never full (room for every event), so an error means the
+            // client has gone.
             Some(piece) => events
-                .blocking_send(LmStreamEvent::Token {
+                .try_send(LmStreamEvent::Token {
                     tokens: text.ids.len(),
                     text: piece,
                 })
                 .is_ok(),
             None => !events.is_closed(),
-        },
-    )
+        }
+    })?;
+    // A character cut by `max_tokens`, or a last token that is U+FFFD.
+    if let Some(rest) = done.text.strip_prefix(text.sent.as_str()) {
+        if !rest.is_empty() {
+            let _ = events.try_send(LmStreamEvent::Token {
+                tokens: done.tokens,
+                text: rest.to_string(),
+            });
+        }
+    }
+    Ok(done)
 }
 
 /// Incremental decoding. A byte-level BPE token can end inside a UTF-8
 /// character, which decodes as U+FFFD until the next token completes it;
 /// such text is held back. The tokens are decoded whole each time (a few
-/// hundred at most), and only text that extends what was sent is sent.
+/// hundred at most), and only text that extends what was sent is sent;
+/// [`stream`] sends what is left against the final text at the end.
 #[derive(Default)]
 struct TextSoFar {
     ids: Vec<u32>,
@@ -100,7 +113,13 @@ impl TextSoFar {
     /// The new text after `token`, if any can be sent yet.
     fn push(&mut self, token: u32, decode: impl Fn(&[u32]) -> Result<String>) -> Option<String> {
         self.ids.push(token);
-        let full = decode(&self.ids).ok()?;
+        let full = match decode(&self.ids) {
+            Ok(full) => full,
+            Err(err) => {
+                tracing::debug!(%err, "streamed text held back: decoding failed");
+                return None;
+            }
+        };
         if full.ends_with('\u{FFFD}')
             || !full.starts_with(&self.sent)
             || full.len() == self.sent.len()

@@ -12,7 +12,10 @@
 //! work actually finishes (the engine's pools cannot cancel a forward pass
 //! half way), so the limit bounds real work, not just waiting clients. The
 //! same task also keeps a write going when its client disconnects, so a
-//! write is never cut between its log append and its index updates.
+//! write is never cut between its log append and its index updates. A
+//! streamed generation (`"stream": true`) leaves the gate when its stream
+//! starts; from then on the engine's LM pool (`lm.workers`, held only
+//! while tokens are made) bounds it, and `max_tokens` its length.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -167,7 +167,7 @@ impl Machine<'_> {
     }
 
     fn set_items(&mut self, dict: Id, items: &[Id]) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.fail("SETITEMS with an odd number of items");
         }
         match &mut self.objects[dict] {

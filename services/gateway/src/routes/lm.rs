@@ -38,9 +38,12 @@ pub async fn models(
 /// server-sent events: `token` events as the text is made, then `done`
 /// (the whole response) or `error`.
 #[utoipa::path(post, path = "/v1/lm/generate", request_body = LmGenerateRequest, responses(
-    (status = 200, body = LmGenerateResponse),
-    (status = 200, content_type = "text/event-stream", description = "`\"stream\": true`: \
-        `token` events (LmStreamToken), then `done` (LmGenerateResponse) or `error` (ErrorResponse)"),
+    (status = 200, description = "The generation; with `\"stream\": true` server-sent events: \
+        `token` events (LmStreamToken), then `done` (LmGenerateResponse) or `error` (ErrorResponse)",
+        content(
+            (LmGenerateResponse = "application/json"),
+            (String = "text/event-stream")
+        )),
     (status = 400, body = mnemos_api::ErrorResponse),
     (status = 404, description = "unknown model", body = mnemos_api::ErrorResponse),
     (status = 503, body = mnemos_api::ErrorResponse)))]
