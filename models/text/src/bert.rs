@@ -14,6 +14,10 @@
 //! - separate query, key and value products and a separate `1/√d` scaling:
 //!   one fused projection whose query rows are pre-scaled at load time.
 //!
+//! The linear layers multiply by weights packed once at load
+//! ([`crate::packed`]) rather than re-packed by gemm on every call, which
+//! dominated short inputs such as search queries.
+//!
 //! Uses `candle_nn::LayerNorm`, which has no gradient (`PITFALLS.md`): do
 //! not fine-tune through this module.
 //!
@@ -21,11 +25,12 @@
 //! prefix is accepted), so any BERT checkpoint in safetensors loads.
 
 use candle_core::{bail, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, Module, VarBuilder};
 use serde::Deserialize;
 use tracing::Span;
 
 use crate::gelu::gelu_in_place;
+use crate::packed::FastLinear;
 use crate::softmax::masked_softmax_in_place;
 
 /// The parts of Hugging Face's `config.json` for BERT that inference uses.
@@ -173,11 +178,11 @@ impl Embeddings {
 /// Devlin et al., after Vaswani et al. 2017).
 struct Layer {
     /// Query, key and value projections stacked: `(3·hidden, hidden)`.
-    qkv: Linear,
-    attn_out: Linear,
+    qkv: FastLinear,
+    attn_out: FastLinear,
     attn_norm: LayerNorm,
-    ffn_in: Linear,
-    ffn_out: Linear,
+    ffn_in: FastLinear,
+    ffn_out: FastLinear,
     ffn_norm: LayerNorm,
     act: HiddenAct,
     heads: usize,
@@ -201,16 +206,22 @@ impl Layer {
         // Scaled dot-product attention divides scores by √d (Vaswani et al.
         // 2017, eq. 1); scaling the query projection once does the same.
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let qkv = Linear::new(
+        let qkv = FastLinear::new(
             Tensor::cat(&[&(qw * scale)?, &kw, &vw], 0)?,
-            Some(Tensor::cat(&[&(qb * scale)?, &kb, &vb_], 0)?),
-        );
+            Tensor::cat(&[&(qb * scale)?, &kb, &vb_], 0)?,
+        )?;
+        let linear = |vb: VarBuilder, inputs: usize, outputs: usize| -> Result<FastLinear> {
+            FastLinear::new(
+                vb.get((outputs, inputs), "weight")?,
+                vb.get(outputs, "bias")?,
+            )
+        };
         Ok(Self {
             qkv,
-            attn_out: linear(hidden, hidden, attn.pp("output.dense"))?,
+            attn_out: linear(attn.pp("output.dense"), hidden, hidden)?,
             attn_norm: layer_norm(hidden, cfg.layer_norm_eps, attn.pp("output.LayerNorm"))?,
-            ffn_in: linear(hidden, cfg.intermediate_size, vb.pp("intermediate.dense"))?,
-            ffn_out: linear(cfg.intermediate_size, hidden, vb.pp("output.dense"))?,
+            ffn_in: linear(vb.pp("intermediate.dense"), hidden, cfg.intermediate_size)?,
+            ffn_out: linear(vb.pp("output.dense"), cfg.intermediate_size, hidden)?,
             ffn_norm: layer_norm(hidden, cfg.layer_norm_eps, vb.pp("output.LayerNorm"))?,
             act: cfg.hidden_act,
             heads,

@@ -2,9 +2,14 @@
 //!
 //! Model inference is synchronous CPU work; running it on tokio workers would
 //! stall every other request. Instead, `workers` OS threads each take the
-//! first waiting job, then drain whatever else is queued up to `max_batch`
-//! texts, and run one forward pass for all of them: under load, batches grow
-//! by themselves; when idle, a lone query runs at once with no added wait.
+//! first waiting job, then, when every other worker is busy too, drain a
+//! fair share of whatever else is queued (up to `max_batch` texts), and run
+//! one forward pass for all of them: under load, batches grow by
+//! themselves; when idle, a lone query runs at once with no added wait.
+//! A worker never batches while another sits idle: the idle one takes the
+//! next job itself, and with the encoder's packed weights one text alone
+//! costs about what it costs in a batch, so two passes side by side finish
+//! sooner than one pass of both (see [`share`]).
 //! The queue is bounded so overload is refused (503) instead of growing
 //! latency without limit.
 
@@ -31,6 +36,10 @@ struct Job {
 pub struct EmbedStats {
     /// Jobs waiting or running.
     pub queue_depth: AtomicUsize,
+    /// Jobs in the queue that no worker has taken yet.
+    pub waiting: AtomicUsize,
+    /// Workers running a batch.
+    pub busy_workers: AtomicUsize,
     pub batches: AtomicUsize,
     pub texts: AtomicUsize,
 }
@@ -55,14 +64,15 @@ impl EmbedPool {
         let rx = Arc::new(Mutex::new(rx));
         let stats = Arc::new(EmbedStats::default());
         let dim = encoder.dim();
-        let handles = (0..workers.max(1))
+        let workers = workers.max(1);
+        let handles = (0..workers)
             .map(|i| {
                 let rx = Arc::clone(&rx);
                 let enc = Arc::clone(&encoder);
                 let stats = Arc::clone(&stats);
                 std::thread::Builder::new()
                     .name(format!("mnemos-embed-{i}"))
-                    .spawn(move || worker(&rx, enc.as_ref(), max_batch, &stats))
+                    .spawn(move || worker(&rx, enc.as_ref(), max_batch, workers, &stats))
                     .expect("spawning an embedding thread")
             })
             .collect();
@@ -89,11 +99,15 @@ impl EmbedPool {
             .tx
             .as_ref()
             .ok_or_else(|| EngineError::Unavailable("encoder is shutting down".into()))?;
+        // Counted before the send, so a worker never takes a job it could
+        // not subtract.
         self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        self.stats.waiting.fetch_add(1, Ordering::SeqCst);
         match tx.try_send(Job { texts, reply }) {
             Ok(()) => Ok(rx),
             Err(e) => {
                 self.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
                 Err(match e {
                     TrySendError::Full(_) => {
                         EngineError::Overloaded("the encoder queue is full; retry later".into())
@@ -155,17 +169,41 @@ impl Drop for EmbedPool {
     }
 }
 
-fn worker(rx: &Mutex<Receiver<Job>>, encoder: &dyn Encoder, max_batch: usize, stats: &EmbedStats) {
+/// How many more queued jobs a worker that has just taken one adds to its
+/// batch, with `busy` workers of `workers` running (itself included) and
+/// `waiting` jobs left in the queue: none while another worker is idle
+/// (that one takes the next job, and runs it in parallel), else an even
+/// share of the queue, so that one worker does not take it all while the
+/// others finish and find it empty.
+fn share(waiting: usize, busy: usize, workers: usize) -> usize {
+    if busy < workers {
+        0
+    } else {
+        waiting.div_ceil(workers.max(1))
+    }
+}
+
+fn worker(
+    rx: &Mutex<Receiver<Job>>,
+    encoder: &dyn Encoder,
+    max_batch: usize,
+    workers: usize,
+    stats: &EmbedStats,
+) {
     loop {
         let mut jobs = Vec::new();
         {
             let Ok(guard) = rx.lock() else { return };
             let Ok(first) = guard.recv() else { return };
+            stats.waiting.fetch_sub(1, Ordering::SeqCst);
+            let busy = stats.busy_workers.fetch_add(1, Ordering::SeqCst) + 1;
+            let extra = share(stats.waiting.load(Ordering::SeqCst), busy, workers);
             let mut n = first.texts.len();
             jobs.push(first);
-            while n < max_batch {
+            while n < max_batch && jobs.len() <= extra {
                 match guard.try_recv() {
                     Ok(job) => {
+                        stats.waiting.fetch_sub(1, Ordering::SeqCst);
                         n += job.texts.len();
                         jobs.push(job);
                     }
@@ -174,6 +212,7 @@ fn worker(rx: &Mutex<Receiver<Job>>, encoder: &dyn Encoder, max_batch: usize, st
             }
         }
         run_batch(jobs, encoder, max_batch, stats);
+        stats.busy_workers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -211,6 +250,19 @@ fn run_batch(jobs: Vec<Job>, encoder: &dyn Encoder, max_batch: usize, stats: &Em
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+
+    #[test]
+    fn batches_only_when_every_worker_is_busy() {
+        use super::share;
+        // Another worker idle: run alone, whatever waits.
+        assert_eq!(share(10, 1, 2), 0);
+        assert_eq!(share(0, 3, 4), 0);
+        // All busy: an even share of the queue, rounded up.
+        assert_eq!(share(10, 2, 2), 5);
+        assert_eq!(share(1, 2, 2), 1);
+        assert_eq!(share(0, 2, 2), 0);
+        assert_eq!(share(7, 1, 1), 7);
+    }
 
     use mnemos_text::{EncoderOptions, MiniLmEncoder};
 
