@@ -15,10 +15,12 @@
 //! walks the input dimension once: per step two panel loads, six
 //! broadcasts and twelve fused multiply-adds. CPUs without AVX2 and FMA
 //! (and other architectures) keep candle's `Linear`, computing the same
-//! values up to float rounding.
+//! values up to float rounding. One call uses rayon's threads for inputs of
+//! many rows, like gemm did, and one thread otherwise.
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
 use candle_nn::Linear;
+use rayon::prelude::*;
 
 /// Output features per panel: two 8-float vectors.
 const COLUMNS: usize = 16;
@@ -152,7 +154,17 @@ impl CustomOp1 for Packed {
         }
         let x = &data[start..end];
         let mut out = vec![0f32; x.len() / self.k * self.n];
-        self.apply(x, &mut out);
+        let rows = x.len() / self.k;
+        if rayon::current_num_threads() > 1 && rows >= 2 * ROW_BLOCK && self.n > 0 {
+            // Rows are independent: with more than one thread (training
+            // runs with every core; serving with one per worker), blocks
+            // of rows go to rayon's pool, as gemm would have split them.
+            out.par_chunks_mut(ROW_BLOCK * self.n)
+                .zip(x.par_chunks(ROW_BLOCK * self.k))
+                .for_each(|(out, x)| self.apply(x, out));
+        } else {
+            self.apply(x, &mut out);
+        }
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
@@ -177,8 +189,8 @@ mod simd {
     pub fn tile(x: &[f32], k: usize, panel: &[f32], bias: &[f32]) -> [[f32; COLUMNS]; ROWS] {
         assert!(available(), "FastLinear packs only where the kernel runs");
         assert!(panel.len() == k * COLUMNS && bias.len() == COLUMNS && k > 0);
-        // SAFETY: the CPU has AVX2 and FMA (asserted); each arm passes
-        // exactly `R` rows of `k` inputs (`x.len() == R·k`), a panel of `k`
+        // SAFETY: the CPU has AVX2 and FMA (asserted); each arm passes at
+        // least `R` rows of `k` inputs (`x.len() >= R·k`), a panel of `k`
         // rows of COLUMNS and COLUMNS biases (asserted), which is all that
         // `tile_rows` reads.
         unsafe {
@@ -283,6 +295,8 @@ mod tests {
             (3, 7, 5, 21),
             (1, 100, 64, 1152),
             (4, 1, 1, 1),
+            (1, 2, 384, 40),
+            (1, 3, 384, 40),
             (2, 3, 2, 0),
         ] {
             let w = Tensor::from_vec(random(n * k, 1), (n, k), &device)?;
@@ -301,6 +315,30 @@ mod tests {
                 "{batch}x{seq}x{k}->{n}: {worst}"
             );
         }
+        Ok(())
+    }
+
+    /// Many rows on a pool of two threads: blocks of rows run in parallel.
+    #[test]
+    fn parallel_rows_match_candle_linear() -> Result<()> {
+        let device = Device::Cpu;
+        let (m, k, n) = (301, 64, 40);
+        let w = Tensor::from_vec(random(n * k, 7), (n, k), &device)?;
+        let b = Tensor::from_vec(random(n, 8), n, &device)?;
+        let x = Tensor::from_vec(random(m * k, 9), (m, k), &device)?;
+        let want = Linear::new(w.clone(), Some(b.clone())).forward(&x)?;
+        let layer = FastLinear::new(w, b)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
+        let got = pool.install(|| layer.forward(&x))?;
+        let worst = (got - want)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .fold(0f32, |m, d| m.max(d.abs()));
+        assert!(worst < 1e-4, "{worst}");
         Ok(())
     }
 

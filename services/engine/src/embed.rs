@@ -9,7 +9,10 @@
 //! A worker never batches while another sits idle: the idle one takes the
 //! next job itself, and with the encoder's packed weights one text alone
 //! costs about what it costs in a batch, so two passes side by side finish
-//! sooner than one pass of both (see [`share`]).
+//! sooner than one pass of both (see [`share`]). That holds where the
+//! packed kernel runs (x86-64 with AVX2 and FMA); with candle's gemm
+//! instead a lone text costs ~3× its share of a batch, and this rule
+//! measured 17% below draining the queue (`loadtest/README.md`).
 //! The queue is bounded so overload is refused (503) instead of growing
 //! latency without limit.
 
@@ -36,9 +39,9 @@ struct Job {
 pub struct EmbedStats {
     /// Jobs waiting or running.
     pub queue_depth: AtomicUsize,
-    /// Jobs in the queue that no worker has taken yet.
+    /// Jobs in the queue that no worker has taken yet (steers batching).
     pub waiting: AtomicUsize,
-    /// Workers running a batch.
+    /// Workers running a batch (steers batching).
     pub busy_workers: AtomicUsize,
     pub batches: AtomicUsize,
     pub texts: AtomicUsize,
@@ -251,9 +254,12 @@ fn run_batch(jobs: Vec<Job>, encoder: &dyn Encoder, max_batch: usize, stats: &Em
 mod tests {
     use std::path::PathBuf;
 
+    use mnemos_text::{EncoderOptions, MiniLmEncoder};
+
+    use super::*;
+
     #[test]
     fn batches_only_when_every_worker_is_busy() {
-        use super::share;
         // Another worker idle: run alone, whatever waits.
         assert_eq!(share(10, 1, 2), 0);
         assert_eq!(share(0, 3, 4), 0);
@@ -263,10 +269,6 @@ mod tests {
         assert_eq!(share(0, 2, 2), 0);
         assert_eq!(share(7, 1, 1), 7);
     }
-
-    use mnemos_text::{EncoderOptions, MiniLmEncoder};
-
-    use super::*;
 
     fn encoder() -> Option<Arc<dyn Encoder>> {
         let dir = std::env::var_os("MNEMOS_MODEL_DIR")

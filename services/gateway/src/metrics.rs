@@ -125,6 +125,12 @@ impl Metrics {
                 self.gauges
                     .with_label_values(&["encoder_texts"])
                     .set(s.texts.load(Relaxed) as i64);
+                self.gauges
+                    .with_label_values(&["encoder_waiting"])
+                    .set(s.waiting.load(Relaxed) as i64);
+                self.gauges
+                    .with_label_values(&["encoder_busy_workers"])
+                    .set(s.busy_workers.load(Relaxed) as i64);
             }
         }
         if let Some(t) = state
