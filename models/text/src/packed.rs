@@ -270,17 +270,11 @@ mod simd {
 mod tests {
     use super::*;
     use candle_core::Device;
+    use mnemos_models_core::rng::SplitMix64;
 
     fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
+        let mut rng = SplitMix64::new(seed);
+        (0..len).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect()
     }
 
     /// Against candle's `Linear`, for shapes that leave partial tiles,

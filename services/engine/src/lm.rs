@@ -186,7 +186,8 @@ impl LmService {
     /// Continues a prompt.
     pub async fn generate(&self, req: LmGenerateRequest) -> Result<LmGenerateResponse> {
         let generation = self.prepare(req)?;
-        self.run(move || generation.run(&mut |_| true)).await
+        self.run(move || generation.ready()?.run(&mut |_| true))
+            .await
     }
 
     /// Checks a generation request and resolves its model and options.
@@ -248,7 +249,6 @@ impl LmService {
             name: req.model,
             mode: req.memory,
             options,
-            inputs: None,
         })
     }
 
@@ -294,40 +294,22 @@ pub(crate) struct Admitted {
     _permit: OwnedSemaphorePermit,
 }
 
-/// A checked generation request ([`LmService::prepare`]), ready to run on
-/// the blocking pool.
+/// A checked generation request ([`LmService::prepare`]).
 pub(crate) struct Generation {
-    pub(crate) served: Arc<ServedLm>,
+    served: Arc<ServedLm>,
     prompt: String,
     routed_text: String,
     name: String,
     mode: LmMemoryMode,
     options: GenerateOptions,
-    /// Set by [`Generation::ready`].
-    inputs: Option<Inputs>,
-}
-
-/// What a generation starts from ([`Generation::ready`]).
-struct Inputs {
-    ids: Vec<u32>,
-    units: Option<FfnUnits>,
-    memory: Option<LmMemoryUsed>,
 }
 
 impl Generation {
-    /// New tokens at most.
-    pub(crate) fn max_tokens(&self) -> usize {
-        self.options.max_new_tokens
-    }
-
     /// Tokenizes the prompt, checks that it leaves room to generate and
     /// fetches the memory blocks its text routes to: everything that can
-    /// fail before the first token. Done once; [`Generation::run`] calls it
-    /// if nobody did.
-    pub(crate) fn ready(&mut self) -> Result<()> {
-        if self.inputs.is_some() {
-            return Ok(());
-        }
+    /// fail before the first token. Blocking work, for the compute pool.
+    pub(crate) fn ready(self) -> Result<Ready> {
+        let started = Instant::now();
         let ids = self.served.encode(&self.prompt)?;
         let context = self.served.context();
         if ids.len() >= context {
@@ -339,26 +321,53 @@ impl Generation {
             )));
         }
         let (units, memory) = self.served.memory_for(&self.routed_text, self.mode)?;
-        self.inputs = Some(Inputs { ids, units, memory });
-        Ok(())
+        Ok(Ready {
+            generation: self,
+            started,
+            ids,
+            units,
+            memory,
+        })
+    }
+}
+
+/// A generation with its prompt tokenized and its memory fetched
+/// ([`Generation::ready`]): nothing left to check before the first token.
+pub(crate) struct Ready {
+    generation: Generation,
+    /// When [`Generation::ready`] began; `took_ms` counts from here.
+    started: Instant,
+    ids: Vec<u32>,
+    units: Option<FfnUnits>,
+    memory: Option<LmMemoryUsed>,
+}
+
+impl Ready {
+    /// The model it runs on.
+    pub(crate) fn served(&self) -> &Arc<ServedLm> {
+        &self.generation.served
+    }
+
+    /// New tokens at most.
+    pub(crate) fn max_tokens(&self) -> usize {
+        self.generation.options.max_new_tokens
     }
 
     /// Runs it, handing each new token to `on_token` (false stops it).
-    pub(crate) fn run(
-        mut self,
-        on_token: &mut dyn FnMut(u32) -> bool,
-    ) -> Result<LmGenerateResponse> {
-        let started = Instant::now();
-        self.ready()?;
-        let Some(Inputs { ids, units, memory }) = self.inputs.take() else {
-            return Err(EngineError::Internal("generation inputs missing".into()));
-        };
-        let served = &self.served;
-        let out = served.generate(&ids, &self.options, units.as_ref(), on_token)?;
+    pub(crate) fn run(self, on_token: &mut dyn FnMut(u32) -> bool) -> Result<LmGenerateResponse> {
+        let Self {
+            generation,
+            started,
+            ids,
+            units,
+            memory,
+        } = self;
+        let served = &generation.served;
+        let out = served.generate(&ids, &generation.options, units.as_ref(), on_token)?;
         let text = served.decode(&out)?;
         let secs = started.elapsed().as_secs_f64();
         Ok(LmGenerateResponse {
-            model: self.name,
+            model: generation.name,
             text,
             prompt_tokens: ids.len(),
             tokens: out.len(),

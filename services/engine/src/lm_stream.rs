@@ -15,7 +15,7 @@
 use mnemos_api::{LmGenerateRequest, LmGenerateResponse};
 use tokio::sync::mpsc;
 
-use crate::lm::{Generation, LmService};
+use crate::lm::{LmService, Ready};
 use crate::{blocking, EngineError, Result};
 
 /// One event of a streamed generation.
@@ -42,12 +42,7 @@ impl LmService {
     ) -> Result<mpsc::Receiver<LmStreamEvent>> {
         let generation = self.prepare(req)?;
         let admitted = self.admit().await?;
-        let generation = blocking(move || {
-            let mut generation = generation;
-            generation.ready()?;
-            Ok(generation)
-        })
-        .await?;
+        let generation = blocking(move || generation.ready()).await?;
         // A piece per token at most, a last piece and the final event.
         let (tx, rx) = mpsc::channel(generation.max_tokens() + 2);
         tokio::spawn(async move {
@@ -67,11 +62,8 @@ impl LmService {
 
 /// Runs `generation`, sending the text of each token as it is decoded,
 /// and any text held back to the end.
-fn stream(
-    generation: Generation,
-    events: &mpsc::Sender<LmStreamEvent>,
-) -> Result<LmGenerateResponse> {
-    let served = std::sync::Arc::clone(&generation.served);
+fn stream(generation: Ready, events: &mpsc::Sender<LmStreamEvent>) -> Result<LmGenerateResponse> {
+    let served = std::sync::Arc::clone(generation.served());
     let mut text = TextSoFar::default();
     let done = generation.run(&mut |token| {
         match text.push(token, |ids| served.decode(ids)) {

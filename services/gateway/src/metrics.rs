@@ -116,21 +116,17 @@ impl Metrics {
             }
             if let Some(s) = engine.embed_stats() {
                 use std::sync::atomic::Ordering::Relaxed;
-                self.gauges
-                    .with_label_values(&["encoder_queue_depth"])
-                    .set(s.queue_depth.load(Relaxed) as i64);
-                self.gauges
-                    .with_label_values(&["encoder_batches"])
-                    .set(s.batches.load(Relaxed) as i64);
-                self.gauges
-                    .with_label_values(&["encoder_texts"])
-                    .set(s.texts.load(Relaxed) as i64);
-                self.gauges
-                    .with_label_values(&["encoder_waiting"])
-                    .set(s.waiting.load(Relaxed) as i64);
-                self.gauges
-                    .with_label_values(&["encoder_busy_workers"])
-                    .set(s.busy_workers.load(Relaxed) as i64);
+                for (name, value) in [
+                    ("encoder_queue_depth", &s.queue_depth),
+                    ("encoder_batches", &s.batches),
+                    ("encoder_texts", &s.texts),
+                    ("encoder_waiting", &s.waiting),
+                    ("encoder_busy_workers", &s.busy_workers),
+                ] {
+                    self.gauges
+                        .with_label_values(&[name])
+                        .set(value.load(Relaxed) as i64);
+                }
             }
         }
         if let Some(t) = state
