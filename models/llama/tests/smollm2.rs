@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use candle_core::{Device, Tensor};
 use mnemos_llama::{chat_prompt, generate, score, FfnUnits, Llama, LlamaCache, UnitWeights};
 use mnemos_lm::GenerateOptions;
+use mnemos_models_core::rng::SplitMix64;
 
 /// `$MNEMOS_SMOLLM_DIR`, else `<workspace>/models/weights/smollm2-135m`.
 fn model() -> Option<&'static Llama> {
@@ -126,24 +127,42 @@ fn appended_units_are_inert_at_zero_and_change_the_model_otherwise() {
     let base = score(m, &ids, 512, None).expect("score");
     let dev = &Device::Cpu;
     let dim = m.config().dim;
+    // Seeded, so the check does not depend on a lucky draw: random units
+    // move the mean NLL up or down by chance, sometimes by almost nothing,
+    // so the hidden states are what must move.
     let block = |up_scale: f64| {
+        let mut rng = SplitMix64::new(7);
         let mut layers = BTreeMap::new();
         for l in [27, 29] {
-            let gate = Tensor::randn(0f32, 0.02, (16, dim), dev).expect("randn");
-            let up = (Tensor::randn(0f32, 1.0, (16, dim), dev).expect("randn") * up_scale)
-                .expect("scale");
-            let down = Tensor::randn(0f32, 0.02, (dim, 16), dev).expect("randn");
+            let gate = rng.normal_tensor((16, dim), 0.02, dev).expect("gate");
+            let up = rng.normal_tensor((16, dim), up_scale, dev).expect("up");
+            let down = rng.normal_tensor((dim, 16), 0.02, dev).expect("down");
             layers.insert(l, UnitWeights { gate, up, down });
         }
         FfnUnits { layers }
     };
-    let inert = score(m, &ids, 512, Some(&block(0.0))).expect("score");
+    let hidden = |units: Option<&FfnUnits>| {
+        m.forward_hidden(&ids, &mut LlamaCache::new(), units)
+            .expect("forward")
+    };
+    let moved = |a: &Tensor, b: &Tensor| -> f32 {
+        (a - b)
+            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+            .expect("diff")
+    };
+    let plain = hidden(None);
+    let inert = block(0.0);
+    assert_eq!(moved(&hidden(Some(&inert)), &plain), 0.0);
+    let inert = score(m, &ids, 512, Some(&inert)).expect("score");
     assert!((inert.nll - base.nll).abs() < 1e-6, "{inert:?} vs {base:?}");
-    let active = score(m, &ids, 512, Some(&block(1.0))).expect("score");
+    let active = block(1.0);
+    let shift = moved(&hidden(Some(&active)), &plain);
     assert!(
-        (active.nll - base.nll).abs() > 1e-4,
-        "{active:?} vs {base:?}"
+        shift > 1e-2,
+        "active units moved the hidden states by {shift}"
     );
+    let active = score(m, &ids, 512, Some(&active)).expect("score");
+    assert!(active.nll != base.nll, "{active:?} vs {base:?}");
     // Units for a block the model does not have are an input error.
     let mut bad = block(1.0);
     let u = bad.layers.remove(&29).expect("units");
@@ -175,14 +194,15 @@ fn training_units_lowers_the_loss_and_moves_every_matrix() {
     let text = mnemos_llama::TrainText::prepare(m, ids, first).expect("prepare");
     let dev = &Device::Cpu;
     let dim = m.config().dim;
+    let mut rng = SplitMix64::new(11);
     let mut layers = BTreeMap::new();
     for l in first..m.config().layers {
         layers.insert(
             l,
             UnitWeights {
-                gate: Tensor::randn(0f32, 0.02, (8, dim), dev).expect("randn"),
+                gate: rng.normal_tensor((8, dim), 0.02, dev).expect("gate"),
                 up: Tensor::zeros((8, dim), candle_core::DType::F32, dev).expect("zeros"),
-                down: Tensor::randn(0f32, 0.02, (dim, 8), dev).expect("randn"),
+                down: rng.normal_tensor((dim, 8), 0.02, dev).expect("down"),
             },
         );
     }
