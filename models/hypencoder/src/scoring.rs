@@ -280,12 +280,13 @@ mod tests {
     fn setup(n: usize) -> (QNets, Vec<f32>, Tensor) {
         let model = Hypencoder::new(HypencoderConfig::new(H, 2), 3).unwrap();
         let dev = Device::Cpu;
-        let states = Tensor::randn(0f32, 0.5, (3, 4, H), &dev).unwrap();
+        let mut rng = mnemos_models_core::rng::SplitMix64::new(6);
+        let states = rng.normal_tensor((3, 4, H), 0.5, &dev).unwrap();
         let mask = Tensor::ones((3, 4), DType::F32, &dev).unwrap();
         let qnets = model
             .generate(&QueryStates::new(states, mask).unwrap())
             .unwrap();
-        let docs = Tensor::randn(0f32, 0.3, (n, H), &dev).unwrap();
+        let docs = rng.normal_tensor((n, H), 0.3, &dev).unwrap();
         let flat = docs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         (qnets, flat, docs)
     }
