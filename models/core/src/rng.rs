@@ -61,6 +61,13 @@ impl SplitMix64 {
         Tensor::from_vec(data, shape, device)
     }
 
+    /// `len` f32 values uniform in (−bound, bound).
+    pub fn uniform_vec(&mut self, len: usize, bound: f64) -> Vec<f32> {
+        (0..len)
+            .map(|_| ((2.0 * self.uniform() - 1.0) * bound) as f32)
+            .collect()
+    }
+
     /// An f32 tensor of `shape` with entries uniform in (−bound, bound).
     pub fn uniform_tensor<S: Into<Shape>>(
         &mut self,
@@ -69,9 +76,7 @@ impl SplitMix64 {
         device: &Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
-        let data: Vec<f32> = (0..shape.elem_count())
-            .map(|_| ((2.0 * self.uniform() - 1.0) * bound) as f32)
-            .collect();
+        let data = self.uniform_vec(shape.elem_count(), bound);
         Tensor::from_vec(data, shape, device)
     }
 }

@@ -264,8 +264,7 @@ mod tests {
     use crate::rng::SplitMix64;
 
     fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut rng = SplitMix64::new(seed);
-        (0..len).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect()
+        SplitMix64::new(seed).uniform_vec(len, 1.0)
     }
 
     /// Against the textbook triple loop over the f16-rounded keys, for

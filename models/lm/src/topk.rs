@@ -238,8 +238,7 @@ mod tests {
     use crate::rng::SplitMix64;
 
     fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut rng = SplitMix64::new(seed);
-        (0..len).map(|_| rng.uniform() as f32 - 0.5).collect()
+        SplitMix64::new(seed).uniform_vec(len, 0.5)
     }
 
     #[test]

@@ -272,9 +272,9 @@ mod tests {
     use candle_core::Device;
     use mnemos_models_core::rng::SplitMix64;
 
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut rng = SplitMix64::new(seed);
-        (0..len).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect()
+    /// Uniform in (−1, 1), drawn from `seed`.
+    fn random<S: Into<candle_core::Shape>>(shape: S, seed: u64, device: &Device) -> Result<Tensor> {
+        SplitMix64::new(seed).uniform_tensor(shape, 1.0, device)
     }
 
     /// Against candle's `Linear`, for shapes that leave partial tiles,
@@ -293,9 +293,9 @@ mod tests {
             (1, 3, 384, 40),
             (2, 3, 2, 0),
         ] {
-            let w = Tensor::from_vec(random(n * k, 1), (n, k), &device)?;
-            let b = Tensor::from_vec(random(n, 2), n, &device)?;
-            let x = Tensor::from_vec(random(batch * seq * k, 3), (batch, seq, k), &device)?;
+            let w = random((n, k), 1, &device)?;
+            let b = random(n, 2, &device)?;
+            let x = random((batch, seq, k), 3, &device)?;
             let want = Linear::new(w.clone(), Some(b.clone())).forward(&x)?;
             let got = FastLinear::new(w, b)?.forward(&x)?;
             assert_eq!(got.dims(), want.dims());
@@ -317,9 +317,9 @@ mod tests {
     fn parallel_rows_match_candle_linear() -> Result<()> {
         let device = Device::Cpu;
         let (m, k, n) = (301, 64, 40);
-        let w = Tensor::from_vec(random(n * k, 7), (n, k), &device)?;
-        let b = Tensor::from_vec(random(n, 8), n, &device)?;
-        let x = Tensor::from_vec(random(m * k, 9), (m, k), &device)?;
+        let w = random((n, k), 7, &device)?;
+        let b = random(n, 8, &device)?;
+        let x = random((m, k), 9, &device)?;
         let want = Linear::new(w.clone(), Some(b.clone())).forward(&x)?;
         let layer = FastLinear::new(w, b)?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -351,9 +351,9 @@ mod tests {
     #[test]
     fn strided_inputs_are_made_contiguous() -> Result<()> {
         let device = Device::Cpu;
-        let w = Tensor::from_vec(random(8 * 6, 4), (8, 6), &device)?;
-        let b = Tensor::from_vec(random(8, 5), 8, &device)?;
-        let x = Tensor::from_vec(random(6 * 9, 6), (6, 9), &device)?.t()?;
+        let w = random((8, 6), 4, &device)?;
+        let b = random(8, 5, &device)?;
+        let x = random((6, 9), 6, &device)?.t()?;
         let want = Linear::new(w.clone(), Some(b.clone())).forward(&x)?;
         let got = FastLinear::new(w, b)?.forward(&x)?;
         let worst = (got - want)?

@@ -417,8 +417,19 @@ fn diff(truth: &HashMap<String, Seq>, have: &HashMap<String, Seq>) -> (Vec<Strin
 
 #[cfg(test)]
 mod tests {
-    use super::diff;
+    use super::{diff, hnsw_params};
     use std::collections::HashMap;
+
+    /// `[hnsw]`'s defaults mirror the index's own (the config crate is a
+    /// leaf and cannot name them), so a default changed on one side only
+    /// would differ between the library and the server.
+    #[test]
+    fn config_defaults_match_the_index_defaults() {
+        assert_eq!(
+            hnsw_params(&mnemos_config::HnswSettings::default()),
+            mnemos_hnsw::HnswParams::default()
+        );
+    }
 
     #[test]
     fn diff_finds_missing_stale_and_extra() {
