@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use fs4::fs_std::FileExt;
 
+use crate::deferred::{BuiltGraph, GraphJob};
 use crate::log::{Log, Op, Row, MAX_METADATA, MAX_NAME, MAX_RECORD};
 use crate::memory::{Prune, PruneReport, VisualMemory};
 use crate::params::VisualParams;
@@ -71,6 +72,17 @@ impl DurableMemory {
     /// builds the graph if the memory holds `params.ann_above` items or
     /// more (minutes at a million items).
     pub fn open_with(dir: &Path, dim: usize, params: VisualParams) -> Result<Self> {
+        Self::open_inner(dir, dim, params, false)
+    }
+
+    /// [`Self::open_with`] for a memory whose graph is built off the lock
+    /// ([`crate::deferred`]): replay never builds it, and neither do later
+    /// upserts; the caller takes [`Self::graph_job`]s instead.
+    pub fn open_deferred(dir: &Path, dim: usize, params: VisualParams) -> Result<Self> {
+        Self::open_inner(dir, dim, params, true)
+    }
+
+    fn open_inner(dir: &Path, dim: usize, params: VisualParams, defer: bool) -> Result<Self> {
         let io = |e: std::io::Error| VisualError::Io(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
         let lock = File::create(dir.join("LOCK")).map_err(io)?;
@@ -81,6 +93,7 @@ impl DurableMemory {
             )));
         }
         let mut memory = VisualMemory::with_params(dim, params)?;
+        memory.defer_graph_builds(defer);
         let log = Log::open(dir, dim, |op| apply(&mut memory, &op))?;
         let compacted_bytes = log.bytes();
         Ok(Self {
@@ -96,6 +109,22 @@ impl DurableMemory {
     /// The memory as it stands (every acknowledged edit applied).
     pub fn memory(&self) -> &VisualMemory {
         &self.memory
+    }
+
+    /// [`VisualMemory::graph_job`].
+    pub fn graph_job(&mut self) -> Option<GraphJob> {
+        self.memory.graph_job()
+    }
+
+    /// [`VisualMemory::install_graph`]: derived state only, nothing is
+    /// logged.
+    pub fn install_graph(&mut self, built: BuiltGraph) -> Result<bool> {
+        self.memory.install_graph(built)
+    }
+
+    /// [`VisualMemory::abandon_graph_job`].
+    pub fn abandon_graph_job(&mut self) {
+        self.memory.abandon_graph_job();
     }
 
     pub fn classify(

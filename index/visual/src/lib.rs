@@ -18,6 +18,7 @@
 //! Reads take `&self` and both memory types are `Send + Sync`, so a server
 //! can keep one behind a `RwLock` and classify on many threads at once.
 
+pub mod deferred;
 pub mod durable;
 pub mod log;
 pub mod memory;
@@ -27,6 +28,7 @@ mod search;
 mod vectors;
 pub mod vote;
 
+pub use deferred::{BuiltGraph, GraphJob};
 pub use durable::{DurableMemory, NewItem};
 pub use memory::{Hit, Item, Prune, PruneReport, VisualMemory, VisualStats};
 pub use params::VisualParams;

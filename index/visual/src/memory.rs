@@ -18,7 +18,7 @@
 //! `hnsw.exact_below` live items.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -85,6 +85,11 @@ pub struct VisualMemory {
     pub(crate) vectors: Vectors,
     /// The softmax aggregation's distance range; reset by every edit.
     pub(crate) range: OnceLock<DistanceRange>,
+    /// Leave the graph to [`VisualMemory::graph_job`] instead of building
+    /// it inside the upsert that reaches `ann_above` ([`crate::deferred`]).
+    pub(crate) defer_graph: bool,
+    /// While a graph job is out: the ids edited since it was taken.
+    pub(crate) touched: Option<HashSet<String>>,
 }
 
 impl VisualMemory {
@@ -98,7 +103,7 @@ impl VisualMemory {
         let vectors = if params.ann_above == 0 {
             Vectors::Graph(VectorIndex::new(dim, params.hnsw.clone())?)
         } else {
-            Vectors::Flat(Vec::new())
+            Vectors::Flat(Arc::default())
         };
         Ok(Self {
             dim,
@@ -108,6 +113,8 @@ impl VisualMemory {
             classes: HashMap::new(),
             vectors,
             range: OnceLock::new(),
+            defer_graph: false,
+            touched: None,
         })
     }
 
@@ -206,7 +213,8 @@ impl VisualMemory {
     /// In graph mode the batch goes to the graph in one call, which
     /// inserts it on all cores: bulk loads should come in large batches.
     /// The batch that brings the memory to [`VisualParams::ann_above`]
-    /// items builds the graph from every stored vector first.
+    /// items builds the graph from every stored vector first, unless graph
+    /// builds are deferred to a background job ([`crate::deferred`]).
     pub fn upsert_batch(&mut self, batch: &[(&str, &str, &[f32])]) -> Result<()> {
         let mut rows = Vec::with_capacity(batch.len());
         for (i, (id, label, embedding)) in batch.iter().enumerate() {
@@ -223,14 +231,16 @@ impl VisualMemory {
             let (id, label, _) = batch[next];
             let (slot, added) = self.put_item(id, label);
             if let Vectors::Flat(flat) = &mut self.vectors {
+                let flat = Arc::make_mut(flat);
                 if added {
                     flat.extend_from_slice(&rows[next]);
                 } else {
                     flat[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&rows[next]);
                 }
             }
+            self.touch(id);
             next += 1;
-            if self.items.len() >= self.params.ann_above {
+            if self.items.len() >= self.params.ann_above && !self.defer_graph {
                 self.enter_graph_mode()?;
             }
         }
@@ -383,7 +393,9 @@ impl VisualMemory {
             return;
         };
         let last = self.items.len() - 1;
+        self.touch(id);
         if let Vectors::Flat(rows) = &mut self.vectors {
+            let rows = Arc::make_mut(rows);
             if slot != last {
                 let (head, tail) = rows.split_at_mut(last * self.dim);
                 head[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&tail[..self.dim]);
@@ -395,6 +407,13 @@ impl VisualMemory {
             self.slots.insert(self.items[slot].id.clone(), slot);
         }
         self.forget_label(&removed.label);
+    }
+
+    /// Notes an edit of `id`'s vector for a graph job that is out.
+    fn touch(&mut self, id: &str) {
+        if let Some(touched) = &mut self.touched {
+            touched.insert(id.to_owned());
+        }
     }
 
     fn forget_label(&mut self, label: &str) {
@@ -437,7 +456,7 @@ impl VisualMemory {
 impl Clone for VisualMemory {
     fn clone(&self) -> Self {
         let vectors = match &self.vectors {
-            Vectors::Flat(rows) => Vectors::Flat(rows.clone()),
+            Vectors::Flat(rows) => Vectors::Flat(Arc::new(rows.to_vec())),
             Vectors::Graph(_) => {
                 let entries = self
                     .items
@@ -460,6 +479,9 @@ impl Clone for VisualMemory {
             classes: self.classes.clone(),
             vectors,
             range: self.range.clone(),
+            defer_graph: self.defer_graph,
+            // A job taken from the original installs there, not here.
+            touched: None,
         }
     }
 }

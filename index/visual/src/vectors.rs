@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use mnemos_hnsw::{dot, HnswParams, VectorIndex};
 use mnemos_index_core::IndexWrite;
@@ -26,8 +27,10 @@ const BUILD_CHUNK: usize = 16_384;
 
 /// The two ways the memory stores its embeddings.
 pub(crate) enum Vectors {
-    /// Row-major unit vectors, row `s` = item slot `s`.
-    Flat(Vec<f32>),
+    /// Row-major unit vectors, row `s` = item slot `s`. Shared with a
+    /// graph being built in the background ([`crate::deferred`]); an edit
+    /// meanwhile copies the buffer once (`Arc::make_mut`).
+    Flat(Arc<Vec<f32>>),
     /// An HNSW graph index keyed by item id.
     Graph(VectorIndex),
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use mnemos_config::VisualSettings;
 use mnemos_visual::{
-    Aggregation, Decision, DurableMemory, NewItem, Prune, PruneReport, VisualError,
+    Aggregation, Decision, DurableMemory, GraphJob, NewItem, Prune, PruneReport, VisualError,
 };
 
 use crate::images::ImagePool;
@@ -99,7 +99,7 @@ impl Visual {
         let params = visual_params(settings);
         let path = dir.to_path_buf();
         let memory = blocking(move || {
-            DurableMemory::open_with(&path, dim, params).map_err(|e| {
+            DurableMemory::open_deferred(&path, dim, params).map_err(|e| {
                 EngineError::Unavailable(format!(
                     "cannot open the visual memory in {}: {e}",
                     path.display()
@@ -108,7 +108,7 @@ impl Visual {
         })
         .await?;
         let counts = counts_of(&memory, dim);
-        Ok(Self {
+        let visual = Self {
             memory: Arc::new(RwLock::new(memory)),
             counts: Arc::new(Mutex::new(counts)),
             images,
@@ -116,7 +116,12 @@ impl Visual {
             default_k: settings.default_k,
             default_aggregation,
             disk,
-        })
+        };
+        // A memory past `ann_above` reopens in exact search and serves at
+        // once; its graph is built in the background.
+        let job = write(&visual.memory)?.graph_job();
+        build_graph(&visual.memory, &visual.counts, dim, job);
+        Ok(visual)
     }
 
     pub fn dim(&self) -> usize {
@@ -235,9 +240,15 @@ impl Visual {
                     metadata: meta.as_deref(),
                 })
                 .collect();
-            let mut memory = write(&memory)?;
-            let out = memory.upsert_items(&batch).map_err(visual_error);
-            Ok(update(&counts, &memory, dim, out)?.items)
+            let mut guard = write(&memory)?;
+            let out = guard.upsert_items(&batch).map_err(visual_error);
+            let items = update(&counts, &guard, dim, out)?.items;
+            // The upsert that reaches `ann_above` leaves the graph to a
+            // background build instead of holding the lock through it.
+            let job = guard.graph_job();
+            drop(guard);
+            build_graph(&memory, &counts, dim, job);
+            Ok(items)
         })
         .await
     }
@@ -328,6 +339,55 @@ impl Visual {
         mnemos_hnsw::normalised(v, self.dim)
             .map(drop)
             .map_err(|e| EngineError::InvalidArgument(format!("{what}: {e}")))
+    }
+}
+
+/// Builds `job`'s graph on a thread of its own, then installs it under
+/// the write lock, catching up the edits made meanwhile
+/// ([`mnemos_visual::deferred`]). Searches stay exact (and correct) until
+/// then. The thread holds the memory only weakly while it builds, so a
+/// server that shuts down meanwhile releases the memory's directory. A
+/// failed build is logged and abandoned; the next upsert tries again.
+fn build_graph(
+    memory: &Arc<RwLock<DurableMemory>>,
+    counts: &Arc<Mutex<VisualCounts>>,
+    dim: usize,
+    job: Option<GraphJob>,
+) {
+    let Some(job) = job else {
+        return;
+    };
+    let (weak, counts) = (Arc::downgrade(memory), Arc::clone(counts));
+    let items = job.len();
+    let spawned = std::thread::Builder::new()
+        .name("visual-graph".into())
+        .spawn(move || {
+            let built = job.build();
+            let Some(memory) = weak.upgrade() else {
+                return;
+            };
+            let Ok(mut memory) = memory.write() else {
+                return;
+            };
+            match built.and_then(|b| memory.install_graph(b)) {
+                Ok(_) => {
+                    let now = counts_of(&memory, dim);
+                    *counts.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                }
+                Err(e) => {
+                    tracing::error!("visual memory: graph build failed, search stays exact: {e}");
+                    memory.abandon_graph_job();
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => tracing::info!(items, "visual memory: building the graph in the background"),
+        Err(e) => {
+            tracing::error!("visual memory: cannot start the graph build: {e}");
+            if let Ok(mut memory) = memory.write() {
+                memory.abandon_graph_job();
+            }
+        }
     }
 }
 

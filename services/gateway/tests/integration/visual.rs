@@ -28,6 +28,11 @@ struct Harness {
 /// An embeddings-only memory of `dim` dimensions, or (`dim` = None) one
 /// with the image encoder; `None` when that model is not installed.
 async fn harness(dim: Option<usize>) -> Option<Harness> {
+    harness_with(dim, None).await
+}
+
+/// [`harness`] with `visual.ann_above` set.
+async fn harness_with(dim: Option<usize>, ann_above: Option<usize>) -> Option<Harness> {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Loader::new().build().unwrap();
     s.server.data_dir = dir.path().to_path_buf();
@@ -41,6 +46,9 @@ async fn harness(dim: Option<usize>) -> Option<Harness> {
             s.visual.dim = d;
         }
         None => s.visual.model_dir = vision_dir()?,
+    }
+    if let Some(n) = ann_above {
+        s.visual.ann_above = n;
     }
     let state = Arc::new(AppState::new(&s));
     let (engine, _) = Engine::open(s).await.unwrap();
@@ -77,6 +85,14 @@ impl Harness {
         self.send(req.unwrap()).await
     }
 
+    /// Stores `items`, which must succeed; returns the answer.
+    async fn upsert(&self, items: Vec<Value>) -> Value {
+        let body = Some(json!({"items": items}));
+        let (st, body) = self.call("POST", "/v1/admin/visual/memories", body).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        body
+    }
+
     async fn classify(&self, body: Value) -> (StatusCode, Value) {
         self.call("POST", "/v1/visual/classify", Some(body)).await
     }
@@ -104,14 +120,7 @@ async fn seeded() -> Harness {
             })
         })
         .collect();
-    let (st, body) = h
-        .call(
-            "POST",
-            "/v1/admin/visual/memories",
-            Some(json!({"items": items})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
+    let body = h.upsert(items).await;
     assert_eq!(body["total"], 15);
     h
 }
@@ -211,6 +220,47 @@ async fn unlearning_is_immediate_and_total() {
         .classify(json!({"embedding": axis(3, 4, 0.01), "k": 1}))
         .await;
     assert_eq!(resp["label"], "L9", "{resp}");
+}
+
+/// Past `visual.ann_above` the graph is built off the write lock: the
+/// upsert that crosses the threshold returns without building it,
+/// searches stay exact and correct until the switch, and an edit made
+/// meanwhile is kept after it.
+#[tokio::test]
+async fn the_graph_is_built_in_the_background_past_the_threshold() {
+    let h = harness_with(Some(8), Some(40)).await.unwrap();
+    let items: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({"id": format!("g{i}"), "label": format!("L{}", i % 8),
+                   "embedding": axis(i % 8, 8, 0.001 * i as f32)})
+        })
+        .collect();
+    h.upsert(items).await;
+    let (st, _) = h.call("DELETE", "/v1/admin/visual/memories/g7", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let near_g7 = json!({"embedding": axis(7, 8, 0.007), "k": 20});
+    let (_, resp) = h.classify(near_g7.clone()).await;
+    assert!(!neighbor_ids(&resp).contains(&"g7".to_string()), "{resp}");
+    assert_eq!(resp["label"], "L7", "{resp}");
+    let search = || async {
+        let (_, stats) = h.call("GET", "/v1/stats", None).await;
+        stats["visual"]["search"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while search().await != "hnsw" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the graph never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, resp) = h.classify(near_g7).await;
+    assert!(!neighbor_ids(&resp).contains(&"g7".to_string()), "{resp}");
+    assert_eq!(resp["label"], "L7", "{resp}");
+    assert_eq!(h.total().await, 59);
 }
 
 #[tokio::test]
