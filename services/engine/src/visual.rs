@@ -362,7 +362,10 @@ fn build_graph(
     let spawned = std::thread::Builder::new()
         .name("visual-graph".into())
         .spawn(move || {
-            let built = job.build();
+            // A panic in the build must still end the job, or the memory
+            // would wait for this graph (and note every edit) forever.
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.build()))
+                .unwrap_or_else(|_| Err(VisualError::Index("the graph build panicked".into())));
             let Some(memory) = weak.upgrade() else {
                 return;
             };
