@@ -66,9 +66,9 @@ fn key_index(key: u64) -> u32 {
 /// smallest of `k` block maxima (the previous bound) let about 100
 /// (`n = 256`) and 120 (`n = 1024`) through; selecting and sorting those
 /// survivors was most of the time. Per token of a PKM layer (k = 32, H = 4,
-/// d_k = 128, one thread, Zen 4; three interleaved runs, best of 15
-/// slices): 33.4 against 35.5 µs at n = 256, 52.5 against 54.6 µs at
-/// n = 1024.
+/// d_k = 128, one thread, Zen 4; three interleaved runs of
+/// `examples/pkm_lookup.rs`): 33.4 against 35.5 µs at n = 256, 52.5
+/// against 54.6 µs at n = 1024.
 fn top_k_keys(row: &[f32], k: usize, maxima: &mut Vec<f32>, out: &mut Vec<u64>) {
     vectorized(TopK {
         row,
