@@ -14,9 +14,12 @@
 //!    notes every id whose vector an edit adds, replaces or removes; the
 //!    first such edit copies the buffer once, so the job's view is fixed.
 //! 2. [`GraphJob::build`] (no lock): the graph of that view.
-//! 3. [`VisualMemory::install_graph`] (under the write lock): the edits
-//!    made meanwhile are applied to the graph (each noted id re-inserted
-//!    with its current vector, or removed), and searches switch to it.
+//! 3. [`VisualMemory::drain_graph_edits`] (under the write lock, brief)
+//!    and [`BuiltGraph::catch_up`] (no lock), as often as wanted: the
+//!    edits made meanwhile are applied to the graph (each noted id
+//!    re-inserted with its current vector, or removed).
+//! 4. [`VisualMemory::install_graph`] (under the write lock): the edits not
+//!    yet caught up are applied, and searches switch to the graph.
 //!
 //! Until the switch every search is an exact scan of the flat buffer, so
 //! answers stay correct throughout, only slower. Nothing here touches the
@@ -44,6 +47,41 @@ pub struct GraphJob {
 /// [`VisualMemory::install_graph`].
 pub struct BuiltGraph {
     index: VectorIndex,
+}
+
+/// Edits drained from a memory for a graph being built
+/// ([`VisualMemory::drain_graph_edits`]).
+#[derive(Default)]
+pub struct Edits {
+    upserts: Vec<(String, Vec<f32>)>,
+    removes: Vec<String>,
+}
+
+impl Edits {
+    /// Ids edited.
+    pub fn len(&self) -> usize {
+        self.upserts.len() + self.removes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl BuiltGraph {
+    /// Applies drained edits to the graph; batches must come in the order
+    /// they were drained (a later batch holds the later state of an id).
+    pub fn catch_up(&self, edits: &Edits) -> Result<()> {
+        let batch: Vec<(&str, u64, &[f32])> = edits
+            .upserts
+            .iter()
+            .map(|(id, row)| (id.as_str(), 0, row.as_slice()))
+            .collect();
+        self.index.upsert(&batch)?;
+        let gone: Vec<&str> = edits.removes.iter().map(String::as_str).collect();
+        self.index.remove(&gone)?;
+        Ok(())
+    }
 }
 
 impl GraphJob {
@@ -110,39 +148,51 @@ impl VisualMemory {
         Some(job)
     }
 
-    /// Switches searches to `built` after applying the edits made since
-    /// its job was taken. Returns `false`, changing nothing, if no job is
-    /// out (one was abandoned, or the memory already has a graph). If the
-    /// graph refuses a catch-up edit, the memory stays in exact search and
-    /// the job counts as abandoned.
-    pub fn install_graph(&mut self, built: BuiltGraph) -> Result<bool> {
-        let Some(touched) = self.touched.take() else {
-            return Ok(false);
+    /// The edits noted since the job was taken (or since the last call),
+    /// drained: each edited id with its current vector, or its removal;
+    /// empty if no job is out. Applied to the graph with
+    /// [`BuiltGraph::catch_up`] outside the lock, they leave
+    /// [`VisualMemory::install_graph`] only the edits made after this call.
+    pub fn drain_graph_edits(&mut self) -> Edits {
+        let ids = match &mut self.touched {
+            Some(touched) => std::mem::take(touched),
+            None => return Edits::default(),
         };
-        if !matches!(self.vectors, Vectors::Flat(_)) {
-            return Ok(false);
-        }
-        let index = built.index;
-        let mut gone = Vec::new();
-        let mut changed: Vec<(&str, u64, std::borrow::Cow<'_, [f32]>)> = Vec::new();
-        for id in &touched {
-            match self.slots.get(id) {
-                Some(&slot) => changed.push((id.as_str(), 0, self.vector_at(slot))),
-                None => gone.push(id.as_str()),
+        let mut edits = Edits::default();
+        for id in ids {
+            match self.slots.get(&id) {
+                Some(&slot) => {
+                    let row = self.vector_at(slot).into_owned();
+                    edits.upserts.push((id, row));
+                }
+                None => edits.removes.push(id),
             }
         }
-        let batch: Vec<(&str, u64, &[f32])> = changed
-            .iter()
-            .map(|(id, seq, row)| (*id, *seq, row.as_ref()))
-            .collect();
-        index.upsert(&batch)?;
-        index.remove(&gone)?;
+        edits
+    }
+
+    /// Switches searches to `built` after applying the edits not yet
+    /// drained. Returns `false`, changing nothing, if no job is out (one
+    /// was abandoned, or the memory already has a graph). Either way the
+    /// job ends here: if the graph refuses a catch-up edit, the memory
+    /// stays in exact search and may hand out another job.
+    pub fn install_graph(&mut self, built: BuiltGraph) -> Result<bool> {
+        if self.touched.is_none() {
+            return Ok(false);
+        }
+        if !matches!(self.vectors, Vectors::Flat(_)) {
+            self.touched = None;
+            return Ok(false);
+        }
+        let edits = self.drain_graph_edits();
+        self.touched = None;
+        built.catch_up(&edits)?;
         tracing::info!(
             items = self.len(),
-            caught_up = touched.len(),
+            caught_up = edits.len(),
             "visual memory switched to graph search"
         );
-        self.vectors = Vectors::Graph(index);
+        self.vectors = Vectors::Graph(built.index);
         Ok(true)
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use fs4::fs_std::FileExt;
 
-use crate::deferred::{BuiltGraph, GraphJob};
+use crate::deferred::{BuiltGraph, Edits, GraphJob};
 use crate::log::{Log, Op, Row, MAX_METADATA, MAX_NAME, MAX_RECORD};
 use crate::memory::{Prune, PruneReport, VisualMemory};
 use crate::params::VisualParams;
@@ -120,6 +120,11 @@ impl DurableMemory {
     /// logged.
     pub fn install_graph(&mut self, built: BuiltGraph) -> Result<bool> {
         self.memory.install_graph(built)
+    }
+
+    /// [`VisualMemory::drain_graph_edits`].
+    pub fn drain_graph_edits(&mut self) -> Edits {
+        self.memory.drain_graph_edits()
     }
 
     /// [`VisualMemory::abandon_graph_job`].

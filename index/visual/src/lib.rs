@@ -28,7 +28,7 @@ mod search;
 mod vectors;
 pub mod vote;
 
-pub use deferred::{BuiltGraph, GraphJob};
+pub use deferred::{BuiltGraph, Edits, GraphJob};
 pub use durable::{DurableMemory, NewItem};
 pub use memory::{Hit, Item, Prune, PruneReport, VisualMemory, VisualStats};
 pub use params::VisualParams;

@@ -120,6 +120,41 @@ fn edits_during_a_build_are_caught_up_and_removals_stay_removed() {
     assert_eq!(m.embedding("i3").unwrap(), m.normalised(&moved_v).unwrap());
 }
 
+/// Edits drained and caught up outside the lock, in rounds, then more
+/// edits (to the same ids too) before the switch: the graph ends up
+/// holding exactly the memory's items.
+#[test]
+fn edits_caught_up_in_rounds_end_as_the_memory_stands() {
+    let mut rng = Lcg(11);
+    let base = items(&mut rng, 60);
+    let mut m = VisualMemory::with_params(DIM, params()).unwrap();
+    m.defer_graph_builds(true);
+    upsert(&mut m, &base);
+    let job = m.graph_job().unwrap();
+    let built = job.build().unwrap();
+    assert!(m.drain_graph_edits().is_empty());
+    let (a1, a2) = (rng.vector(), rng.vector());
+    m.upsert("a", "la", &a1).unwrap();
+    m.upsert("i2", "l2", &rng.vector()).unwrap();
+    assert!(m.remove("i4"));
+    let round = m.drain_graph_edits();
+    assert_eq!(round.len(), 3);
+    built.catch_up(&round).unwrap();
+    // After the round: `a` moves again, `i2` goes, `i4` comes back.
+    m.upsert("a", "la", &a2).unwrap();
+    assert!(m.remove("i2"));
+    m.upsert("i4", "l4", &base[4].2).unwrap();
+    let flat = m.clone();
+    assert!(m.install_graph(built).unwrap());
+    let stats = m.stats();
+    assert_eq!(stats.graph_points - stats.dead_points, 60);
+    let mut queries: Vec<Vec<f32>> = (0..20).map(|_| rng.vector()).collect();
+    queries.extend([a1, a2.clone(), base[2].2.clone(), base[4].2.clone()]);
+    assert_eq!(answers(&m, &queries), answers(&flat, &queries));
+    assert_eq!(m.embedding("a").unwrap(), m.normalised(&a2).unwrap());
+    assert!(m.embedding("i2").is_none());
+}
+
 #[test]
 fn an_abandoned_job_installs_nothing_and_a_new_one_can_start() {
     let mut rng = Lcg(5);
