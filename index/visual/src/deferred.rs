@@ -46,7 +46,7 @@ pub struct GraphJob {
 /// A graph built by [`GraphJob::build`], to hand to
 /// [`VisualMemory::install_graph`].
 pub struct BuiltGraph {
-    index: VectorIndex,
+    pub(crate) index: VectorIndex,
 }
 
 /// Edits drained from a memory for a graph being built
@@ -106,7 +106,7 @@ impl GraphJob {
         tracing::info!(
             items = self.ids.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "visual memory graph built off the write lock"
+            "visual memory graph built"
         );
         Ok(BuiltGraph { index })
     }
@@ -135,17 +135,23 @@ impl VisualMemory {
         if !self.wants_graph() {
             return None;
         }
+        let job = self.snapshot()?;
+        self.touched = Some(Default::default());
+        Some(job)
+    }
+
+    /// The items as they are now, to build a graph from (`None` once the
+    /// memory has one). The flat buffer is shared, not copied.
+    pub(crate) fn snapshot(&self) -> Option<GraphJob> {
         let Vectors::Flat(rows) = &self.vectors else {
             return None;
         };
-        let job = GraphJob {
+        Some(GraphJob {
             dim: self.dim,
             params: self.params.hnsw.clone(),
             ids: self.items.iter().map(|i| i.id.clone()).collect(),
             rows: Arc::clone(rows),
-        };
-        self.touched = Some(Default::default());
-        Some(job)
+        })
     }
 
     /// The edits noted since the job was taken (or since the last call),

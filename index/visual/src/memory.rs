@@ -21,7 +21,6 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use mnemos_hnsw::VectorIndex;
 use mnemos_index_core::IndexWrite;
@@ -429,24 +428,13 @@ impl VisualMemory {
     /// buffer. Until the graph is complete the flat buffer stays in place,
     /// so a failure leaves the memory as it was. Peak memory is the flat
     /// buffer plus the index's two copies, i.e. three times
-    /// `ann_above × dim × 4` bytes.
+    /// `ann_above × dim × 4` bytes. The same build as a deferred one
+    /// ([`crate::deferred`]), here under the caller's `&mut`.
     fn enter_graph_mode(&mut self) -> Result<()> {
-        let Vectors::Flat(rows) = &self.vectors else {
+        let Some(job) = self.snapshot() else {
             return Ok(());
         };
-        let started = Instant::now();
-        let entries = self
-            .items
-            .iter()
-            .zip(rows.chunks_exact(self.dim))
-            .map(|(item, row)| (item.id.as_str(), Cow::Borrowed(row)));
-        let index = build_index(self.dim, &self.params.hnsw, entries)?;
-        self.vectors = Vectors::Graph(index);
-        tracing::info!(
-            items = self.items.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "visual memory switched to graph search"
-        );
+        self.vectors = Vectors::Graph(job.build()?.index);
         Ok(())
     }
 }
@@ -456,7 +444,8 @@ impl VisualMemory {
 impl Clone for VisualMemory {
     fn clone(&self) -> Self {
         let vectors = match &self.vectors {
-            Vectors::Flat(rows) => Vectors::Flat(Arc::new(rows.to_vec())),
+            // Shared until either side's next edit copies it (`Arc::make_mut`).
+            Vectors::Flat(rows) => Vectors::Flat(Arc::clone(rows)),
             Vectors::Graph(_) => {
                 let entries = self
                     .items

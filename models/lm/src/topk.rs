@@ -133,14 +133,10 @@ fn thresholds(row: &[f32], k: usize, maxima: &mut Vec<f32>) -> (f32, f32) {
     // NaN never wins a comparison, so it is never a maximum: a group of
     // NaN only has the maximum −∞, which makes the thresholds −∞ and lets
     // every other score pass.
-    let mut rows = row.chunks_exact(groups);
-    for chunk in &mut rows {
+    for chunk in row.chunks(groups) {
         for (m, &v) in maxima.iter_mut().zip(chunk) {
             *m = if v > *m { v } else { *m };
         }
-    }
-    for (m, &v) in maxima.iter_mut().zip(rows.remainder()) {
-        *m = if v > *m { v } else { *m };
     }
     let (mut sum, mut min) = ([0f32; 8], [f32::INFINITY; 8]);
     let mut eights = maxima.chunks_exact(8);

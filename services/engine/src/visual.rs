@@ -10,7 +10,7 @@
 //! applied) no later classification can see what it removed.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use mnemos_config::VisualSettings;
 use mnemos_visual::{
@@ -367,58 +367,62 @@ fn build_graph(
     let items = job.len();
     let spawned = std::thread::Builder::new()
         .name("visual-graph".into())
-        .spawn(move || {
-            // A panic in the build must still end the job, or the memory
-            // would wait for this graph (and note every edit) forever.
-            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.build()))
-                .unwrap_or_else(|_| Err(VisualError::Index("the graph build panicked".into())));
-            // The edits made during the build are applied to the graph
-            // outside the lock, round after round while they keep coming,
-            // so that the switch itself applies only the last few (each
-            // costs an HNSW insertion, ~2.5 ms at 10k × 1280-d).
-            let built = built.and_then(|graph| {
-                for _ in 0..CATCH_UP_ROUNDS {
-                    let Some(memory) = weak.upgrade() else {
-                        break;
-                    };
-                    let edits = match memory.write() {
-                        Ok(mut memory) => memory.drain_graph_edits(),
-                        Err(_) => break,
-                    };
-                    drop(memory);
-                    graph.catch_up(&edits)?;
-                    if edits.len() < CATCH_UP_ENOUGH {
-                        break;
-                    }
-                }
-                Ok(graph)
-            });
-            let Some(memory) = weak.upgrade() else {
-                return;
-            };
-            let Ok(mut memory) = memory.write() else {
-                return;
-            };
-            match built.and_then(|b| memory.install_graph(b)) {
-                Ok(_) => {
-                    let now = counts_of(&memory, dim);
-                    *counts.lock().unwrap_or_else(|p| p.into_inner()) = now;
-                }
-                Err(e) => {
-                    tracing::error!("visual memory: graph build failed, search stays exact: {e}");
-                    memory.abandon_graph_job();
-                }
-            }
-        });
+        .spawn(move || build_and_install(job, &weak, &counts, dim));
     match spawned {
         Ok(_) => tracing::info!(items, "visual memory: building the graph in the background"),
         Err(e) => {
             tracing::error!("visual memory: cannot start the graph build: {e}");
-            if let Ok(mut memory) = memory.write() {
+            if let Ok(mut memory) = write(memory) {
                 memory.abandon_graph_job();
             }
         }
     }
+}
+
+/// The body of [`build_graph`]'s thread.
+fn build_and_install(
+    job: GraphJob,
+    weak: &Weak<RwLock<DurableMemory>>,
+    counts: &Mutex<VisualCounts>,
+    dim: usize,
+) {
+    // A panic in the build must still end the job, or the memory would
+    // wait for this graph (and note every edit) forever.
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.build()))
+        .unwrap_or_else(|_| Err(VisualError::Index("the graph build panicked".into())));
+    // The edits made during the build are applied to the graph outside
+    // the lock, round after round while they keep coming, so that the
+    // switch itself applies only the last few (each costs an HNSW
+    // insertion, ~2.5 ms at 10k × 1280-d).
+    let built = built.and_then(|graph| {
+        for _ in 0..CATCH_UP_ROUNDS {
+            let Some(memory) = weak.upgrade() else {
+                break;
+            };
+            let Ok(edits) = write(&memory).map(|mut m| m.drain_graph_edits()) else {
+                break;
+            };
+            drop(memory);
+            graph.catch_up(&edits)?;
+            if edits.len() < CATCH_UP_ENOUGH {
+                break;
+            }
+        }
+        Ok(graph)
+    });
+    let Some(memory) = weak.upgrade() else {
+        return;
+    };
+    let Ok(mut memory) = write(&memory) else {
+        return;
+    };
+    let installed = built.and_then(|b| memory.install_graph(b));
+    if let Err(e) = &installed {
+        tracing::error!("visual memory: graph build failed, search stays exact: {e}");
+        memory.abandon_graph_job();
+    }
+    // Publishes `graph: true` (or nothing new, after a failure).
+    let _ = update(counts, &memory, dim, Ok(()));
 }
 
 fn counts_of(memory: &DurableMemory, dim: usize) -> VisualCounts {
