@@ -4,8 +4,9 @@
 //! at a time (decoding) and 64 at a time (prefill / scoring); and a dense
 //! SwiGLU network with the same parameter count as each memory, one token
 //! at a time. Sub-keys are packed in f16 as in a served model
-//! ([`MemoryLayer::pack_keys`]); `T=1 unpacked` scores the f32 key tensor
-//! by `matmul` instead. Run by hand:
+//! ([`MemoryLayer::pack_keys`]); `T=1 int8` packs them in eight bits
+//! ([`KeyPrecision::Int8`]); `T=1 unpacked` scores the f32 key tensor by
+//! `matmul` instead. Run by hand:
 //! `RAYON_NUM_THREADS=1 cargo bench -p mnemos-lm --bench memory_layer`.
 //! `examples/memory_scale.rs` prints the same figures as a table, faster.
 //!
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mnemos_lm::{MemoryConfig, MemoryLayer, MemoryVariant, SwiGlu};
+use mnemos_lm::{KeyPrecision, MemoryConfig, MemoryLayer, MemoryVariant, SwiGlu};
 
 /// As in the `mnemos` binary: freed tensor buffers are reused.
 #[global_allocator]
@@ -83,6 +84,15 @@ fn benches(c: &mut Criterion) {
                 })
             });
             if variant == MemoryVariant::Pkm {
+                // Sub-keys and queries in eight bits (`KeyPrecision::Int8`).
+                let mut int8 = unpacked.clone();
+                int8.pack_keys_as(KeyPrecision::Int8).expect("pack int8");
+                group.bench_function(BenchmarkId::new("T=1 int8", label), |b| {
+                    b.iter(|| {
+                        i += 1;
+                        int8.forward(&single[i % single.len()]).expect("forward")
+                    })
+                });
                 // The same layer scoring its f32 key tensor by `matmul`.
                 group.bench_function(BenchmarkId::new("T=1 unpacked", label), |b| {
                     b.iter(|| {

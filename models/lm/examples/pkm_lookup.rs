@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use mnemos_lm::{MemoryConfig, MemoryLayer, MemoryVariant};
+use mnemos_lm::{KeyPrecision, MemoryConfig, MemoryLayer, MemoryVariant};
 
 /// As in the `mnemos` binary: freed tensor buffers are reused.
 #[global_allocator]
@@ -21,15 +21,22 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Res<()> {
-    let mut ns: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
-    if ns.is_empty() {
-        ns = vec![256, 1024];
+    let mut precisions = vec![KeyPrecision::F16];
+    let mut sizes = Vec::new();
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "f16" => precisions = vec![KeyPrecision::F16],
+            "int8" => precisions = vec![KeyPrecision::Int8],
+            "both" => precisions = vec![KeyPrecision::F16, KeyPrecision::Int8],
+            n => sizes.push(n.parse::<usize>()?),
+        }
+    }
+    if sizes.is_empty() {
+        sizes = vec![256, 1024];
     }
     let mut layers = Vec::new();
-    for &n in &ns {
+    let mut ns = Vec::new();
+    for &n in &sizes {
         let config = MemoryConfig {
             layers: vec![0],
             n_keys: n,
@@ -39,9 +46,13 @@ fn main() -> Res<()> {
             query_batch_norm: true,
             variant: MemoryVariant::Pkm,
         };
-        let mut layer = MemoryLayer::new(256, &config, 1)?;
-        layer.pack_keys()?;
-        layers.push(layer);
+        let layer = MemoryLayer::new(256, &config, 1)?;
+        for &precision in &precisions {
+            let mut packed = layer.clone();
+            packed.pack_keys_as(precision)?;
+            layers.push(packed);
+            ns.push(format!("{n} {precision:?}"));
+        }
     }
     let xs: Vec<Tensor> = (0..512)
         .map(|_| Tensor::randn(0f32, 1.0, (1, 256), &Device::Cpu))
@@ -69,8 +80,12 @@ fn main() -> Res<()> {
     for (n, [forward, lookup]) in ns.iter().zip(&best) {
         println!("n = {n}: forward {forward:.1} µs, lookup {lookup:.1} µs per token");
     }
-    if let (Some(first), Some(last)) = (best.first(), best.last()) {
-        println!("forward growth {:.3}×", last[0] / first[0]);
+    let p = precisions.len();
+    if best.len() > p {
+        for (i, precision) in precisions.iter().enumerate() {
+            let (first, last) = (best[i][0], best[best.len() - p + i][0]);
+            println!("{precision:?} forward growth {:.3}×", last / first);
+        }
     }
     Ok(())
 }

@@ -97,24 +97,14 @@ impl BatchNorm {
     /// hundred floats, and seven small tensor ops per call cost more than
     /// the arithmetic (this runs once per token in generation).
     pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
-        let (mean, var) = self.running();
-        let (mean, var) = (mean.to_vec1::<f32>()?, var.to_vec1::<f32>()?);
-        let (weight, bias) = (self.weight.to_vec1::<f32>()?, self.bias.to_vec1::<f32>()?);
-        let channels = mean.len();
+        let (scale, shift) = self.eval_affine()?;
+        let channels = scale.len();
         if x.dims().last() != Some(&channels) {
             return Err(LmError::InvalidInput(format!(
                 "batch norm over {channels} channels got {:?}",
                 x.dims()
             )));
         }
-        let scale: Vec<f32> = var
-            .iter()
-            .zip(&weight)
-            .map(|(&v, &w)| w / (v + EPS as f32).sqrt())
-            .collect();
-        let shift: Vec<f32> = (0..channels)
-            .map(|c| bias[c] - mean[c] * scale[c])
-            .collect();
         let y = with_host_f32(x, |data| {
             let mut y = data.to_vec();
             for row in y.chunks_exact_mut(channels) {
@@ -125,5 +115,22 @@ impl BatchNorm {
             y
         })?;
         Ok(Tensor::from_vec(y, x.shape(), x.device())?)
+    }
+
+    /// Inference as a per-channel affine map `y = scale ⊙ x + shift`,
+    /// from the running statistics.
+    pub fn eval_affine(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (mean, var) = self.running();
+        let (mean, var) = (mean.to_vec1::<f32>()?, var.to_vec1::<f32>()?);
+        let (weight, bias) = (self.weight.to_vec1::<f32>()?, self.bias.to_vec1::<f32>()?);
+        let scale: Vec<f32> = var
+            .iter()
+            .zip(&weight)
+            .map(|(&v, &w)| w / (v + EPS as f32).sqrt())
+            .collect();
+        let shift = (0..mean.len())
+            .map(|c| bias[c] - mean[c] * scale[c])
+            .collect();
+        Ok((scale, shift))
     }
 }

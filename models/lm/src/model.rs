@@ -16,6 +16,7 @@ use crate::params::{Init, ParamSource};
 use crate::pkm::MemoryLayer;
 use crate::rmsnorm::RmsNorm;
 use crate::rope::Rope;
+use crate::subkeys::KeyPrecision;
 
 pub use mnemos_models_core::hub::{CONFIG_FILE, WEIGHTS_FILE};
 /// See [`CONFIG_FILE`]; written by [`crate::LmTokenizer::save`].
@@ -185,10 +186,16 @@ impl Lm {
     /// ([`MemoryLayer::pack_keys`]); for a model that is served, not
     /// trained further. Returns the layers packed.
     pub fn pack_memory_keys(&mut self) -> Result<usize> {
+        self.pack_memory_keys_as(KeyPrecision::F16)
+    }
+
+    /// [`Lm::pack_memory_keys`] in the given precision
+    /// ([`MemoryLayer::pack_keys_as`]).
+    pub fn pack_memory_keys_as(&mut self, precision: KeyPrecision) -> Result<usize> {
         let mut packed = 0;
         for block in &mut self.blocks {
             if let Mixer::Memory(layer) = &mut block.mixer {
-                layer.pack_keys()?;
+                layer.pack_keys_as(precision)?;
                 packed += 1;
             }
         }

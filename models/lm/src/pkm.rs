@@ -41,8 +41,16 @@ use crate::error::{LmError, Result};
 use crate::ops::{linear, with_host_f32};
 use crate::paged::PagedValues;
 use crate::params::{Init, ParamSource};
-use crate::subkeys::PackedKeys;
+use crate::query_proj::{self, QueryProjection};
+use crate::subkeys::{KeyPrecision, Packed};
 use crate::topk::{Pick, ProductTopK};
+
+/// What [`MemoryLayer::pack_keys`] prepares for inference.
+#[derive(Debug)]
+struct PackedLookup {
+    keys: Packed,
+    query: QueryProjection,
+}
 
 /// What one lookup chose, for inspection and tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,8 +99,9 @@ pub struct MemoryLayer {
     /// When set, inference reads the value rows in pages through the
     /// memory tiers instead of from `values` ([`MemoryLayer::set_paged_values`]).
     paged: Option<Arc<PagedValues>>,
-    /// The keys packed for inference ([`MemoryLayer::pack_keys`]).
-    packed: Option<Arc<PackedKeys>>,
+    /// The keys and query projection packed for inference
+    /// ([`MemoryLayer::pack_keys`]).
+    packed: Option<Arc<PackedLookup>>,
     /// Lookups answered with a page missing (its rows read as zero).
     degraded: Arc<AtomicU64>,
 }
@@ -208,14 +217,26 @@ impl MemoryLayer {
     /// the copy, so keys that are a training variable are refused (the
     /// trainer never packs; served models are packed at load).
     pub fn pack_keys(&mut self) -> Result<()> {
+        self.pack_keys_as(KeyPrecision::F16)
+    }
+
+    /// [`MemoryLayer::pack_keys`] in the given precision: `Int8` scores
+    /// quantised keys and queries ([`crate::subkeys_i8`]).
+    pub fn pack_keys_as(&mut self, precision: KeyPrecision) -> Result<()> {
         if self.keys.is_variable() {
             return Err(LmError::InvalidInput(
                 "the sub-keys are being trained (a variable); pack a loaded model".into(),
             ));
         }
         let (halves, width, n) = self.keys.dims3()?;
-        let packed = with_host_f32(&self.keys, |k| PackedKeys::pack(k, halves, width, n))??;
-        self.packed = Some(Arc::new(packed));
+        let keys = with_host_f32(&self.keys, |k| Packed::pack(k, halves, width, n, precision))??;
+        let affine = match &self.query_norm {
+            Some(norm) => Some(norm.eval_affine()?),
+            None => None,
+        };
+        let (rows, dim) = self.query.dims2()?;
+        let query = with_host_f32(&self.query, |w| QueryProjection::pack(w, rows, dim, affine))??;
+        self.packed = Some(Arc::new(PackedLookup { keys, query }));
         Ok(())
     }
 
@@ -364,10 +385,15 @@ impl MemoryLayer {
             let (halves, t, n) = scores.dims3()?;
             return with_host_f32(&scores, |s| self.select(s, halves, t, n));
         };
-        let q = self.queries(x, false)?;
-        let (t, halves, n) = (q.dim(0)?, 2 * self.config.heads, packed.n());
+        let (t, halves, n) = (x.dim(0)?, 2 * self.config.heads, packed.keys.n());
         let mut scores = vec![0f32; halves * t * n];
-        with_host_f32(&q, |q| packed.score(q, &mut scores))?;
+        if t <= query_proj::MAX_TOKENS {
+            let q = with_host_f32(x, |x| packed.query.project(x))?;
+            packed.keys.score(&q, &mut scores);
+        } else {
+            let q = self.queries(x, false)?;
+            with_host_f32(&q, |q| packed.keys.score(q, &mut scores))?;
+        }
         Ok(self.select(&scores, halves, t, n))
     }
 

@@ -137,8 +137,10 @@ fn packed_keys_look_up_what_the_key_tensor_does() -> Result<()> {
             ..config(variant, true)
         };
         let mut plain = MemoryLayer::new(12, &config, 8)?;
-        // Keys as a checkpoint stores them (f16), which packing keeps exactly.
+        // Keys and query weight as a checkpoint stores them (f16), which
+        // packing keeps exactly.
         plain.keys = plain.keys.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+        plain.query = plain.query.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
         let mut packed = plain.clone();
         packed.pack_keys()?;
         for tokens in [1, 5] {
@@ -154,6 +156,49 @@ fn packed_keys_look_up_what_the_key_tensor_does() -> Result<()> {
             assert!(max_diff(&plain.forward(&x)?, &packed.forward(&x)?) < 1e-5);
         }
     }
+    Ok(())
+}
+
+/// Eight-bit sub-keys (`KeyPrecision::Int8`) pick nearly the same values
+/// as f16 ones, with nearly the same output: the quantisation moves only
+/// near-ties.
+#[test]
+fn int8_keys_pick_nearly_what_f16_keys_do() -> Result<()> {
+    let config = MemoryConfig {
+        n_keys: 300,
+        k: 8,
+        ..config(MemoryVariant::Pkm, true)
+    };
+    let mut f16 = MemoryLayer::new(32, &config, 11)?;
+    let mut int8 = f16.clone();
+    f16.pack_keys_as(KeyPrecision::F16)?;
+    int8.pack_keys_as(KeyPrecision::Int8)?;
+    let x = input(50, 32, 12);
+    let (a, b) = (f16.lookup(&x)?, int8.lookup(&x)?);
+    let same = a
+        .indices
+        .iter()
+        .zip(&b.indices)
+        .filter(|(x, y)| x == y)
+        .count();
+    let share = same as f64 / a.indices.len() as f64;
+    assert!(share > 0.8, "{same} of {} picks agree", a.indices.len());
+    // Both lists run best first: the i-th best score moves by about the
+    // quantisation error, a small part of the scores' spread.
+    let gap = a
+        .scores
+        .iter()
+        .zip(&b.scores)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let (lo, hi) = a
+        .scores
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    assert!(
+        gap < 0.05 * (hi - lo),
+        "scores moved by {gap} of {}",
+        hi - lo
+    );
     Ok(())
 }
 

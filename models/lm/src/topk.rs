@@ -11,6 +11,8 @@
 
 use mnemos_models_core::simd::{vectorized, Kernel};
 
+use crate::topk_wide;
+
 /// A sort key for `(score, index)`: ascending keys are descending scores
 /// (in IEEE total order; NaN counts as −∞, so selection never panics on
 /// bad input), ties broken by the lower index. Plain `u64` comparisons keep
@@ -133,9 +135,11 @@ fn thresholds(row: &[f32], k: usize, maxima: &mut Vec<f32>) -> (f32, f32) {
     // NaN never wins a comparison, so it is never a maximum: a group of
     // NaN only has the maximum −∞, which makes the thresholds −∞ and lets
     // every other score pass.
-    for chunk in row.chunks(groups) {
-        for (m, &v) in maxima.iter_mut().zip(chunk) {
-            *m = if v > *m { v } else { *m };
+    if !topk_wide::group_maxima(row, maxima) {
+        for chunk in row.chunks(groups) {
+            for (m, &v) in maxima.iter_mut().zip(chunk) {
+                *m = if v > *m { v } else { *m };
+            }
         }
     }
     let (mut sum, mut min) = ([0f32; 8], [f32::INFINITY; 8]);
@@ -161,6 +165,9 @@ fn thresholds(row: &[f32], k: usize, maxima: &mut Vec<f32>) -> (f32, f32) {
 /// mispredict often. NaN never passes `>=`.
 #[inline(always)]
 fn keep_at_least(row: &[f32], threshold: f32, out: &mut Vec<u64>) {
+    if topk_wide::keep_at_least(row, threshold, key_of_number, out) {
+        return;
+    }
     let mut chunks = row.chunks_exact(16);
     let mut base = 0u32;
     for chunk in &mut chunks {

@@ -44,7 +44,11 @@ pub fn load_models(
     encoder: Option<Arc<dyn Encoder>>,
     data_dir: &Path,
 ) -> Result<BTreeMap<String, Arc<ServedLm>>> {
-    let mut models = load_trained(&settings.models_dir, tiers, data_dir)?;
+    let precision = match settings.memory_key_precision.as_str() {
+        "int8" => mnemos_lm::KeyPrecision::Int8,
+        _ => mnemos_lm::KeyPrecision::F16, // validated: "f16"
+    };
+    let mut models = load_trained(&settings.models_dir, precision, tiers, data_dir)?;
     if let Some(anchor) = load_anchor(settings, tiers, encoder, data_dir)? {
         if models.contains_key(&anchor.name) {
             return Err(EngineError::Unavailable(format!(

@@ -224,8 +224,10 @@ impl ServedLm {
 /// start with its name, rather than serving a partial set silently. With
 /// `tiers.pkm_page_rows` set, memory layers read their value tables in
 /// pages through the memory tiers (`<data_dir>/pkm-pages/<model>`).
+/// Sub-keys are scored in `precision` (`lm.memory_key_precision`).
 pub fn load_trained(
     dir: &Path,
+    precision: mnemos_lm::KeyPrecision,
     tiers: &mnemos_config::TierSettings,
     data_dir: &Path,
 ) -> Result<BTreeMap<String, Arc<ServedLm>>> {
@@ -248,7 +250,7 @@ pub fn load_trained(
         };
         let mut model = Lm::load(&path).map_err(fail)?;
         // Served models are frozen: score sub-keys from a packed copy.
-        model.pack_memory_keys().map_err(fail)?;
+        model.pack_memory_keys_as(precision).map_err(fail)?;
         if tiers.enabled && tiers.pkm_page_rows > 0 && !model.memory_layers().is_empty() {
             let warm = data_dir.join("pkm-pages").join(&name);
             let t = mnemos_tiers::Tiers::new(mnemos_tiers::TiersConfig::new(
