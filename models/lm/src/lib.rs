@@ -48,6 +48,7 @@ mod model;
 mod ops;
 mod paged;
 mod params;
+mod picks;
 mod pkm;
 mod query_proj;
 mod rmsnorm;

@@ -41,9 +41,9 @@ use crate::error::{LmError, Result};
 use crate::ops::{linear, with_host_f32};
 use crate::paged::PagedValues;
 use crate::params::{Init, ParamSource};
+use crate::picks::{Picks, Selection};
 use crate::query_proj::{self, QueryProjection};
 use crate::subkeys::{KeyPrecision, Packed};
-use crate::topk::{Pick, ProductTopK};
 
 /// What [`MemoryLayer::pack_keys`] prepares for inference.
 #[derive(Debug)]
@@ -385,50 +385,37 @@ impl MemoryLayer {
             let (halves, t, n) = scores.dims3()?;
             return with_host_f32(&scores, |s| self.select(s, halves, t, n));
         };
-        let (t, halves, n) = (x.dim(0)?, 2 * self.config.heads, packed.keys.n());
-        let mut scores = vec![0f32; halves * t * n];
-        if t <= query_proj::MAX_TOKENS {
-            let q = with_host_f32(x, |x| packed.query.project(x))?;
-            packed.keys.score(&q, &mut scores);
+        let (t, n) = (x.dim(0)?, packed.keys.n());
+        let q = if t <= query_proj::MAX_TOKENS {
+            with_host_f32(x, |x| packed.query.project(x))?
         } else {
-            let q = self.queries(x, false)?;
-            with_host_f32(&q, |q| packed.keys.score(q, &mut scores))?;
+            with_host_f32(&self.queries(x, false)?, <[f32]>::to_vec)?
+        };
+        // One head at a time: its two halves' scores (8 KB at n = 1024,
+        // T = 1) are selected from while they are still in L1, where all
+        // heads' scores at once overflowed it.
+        let mut scores = vec![0f32; 2 * t * n];
+        let mut selection = Selection::new(t, self.config.heads, self.config.k);
+        for head in 0..self.config.heads {
+            packed
+                .keys
+                .score_halves(&q, 2 * head..2 * head + 2, &mut scores);
+            let (first, second) = scores.split_at(t * n);
+            selection.head(head, first, second, n);
         }
-        Ok(self.select(&scores, halves, t, n))
+        Ok(selection.finish())
     }
 
     /// The `k` best key pairs of every (token, head), from the sub-key
     /// scores `(2H, T, n)` row-major.
     fn select(&self, s: &[f32], halves: usize, t: usize, n: usize) -> Picks {
-        let (h, k) = (self.config.heads, self.config.k);
-        let mut picks = vec![
-            Pick {
-                i: 0,
-                j: 0,
-                score: 0.0
-            };
-            t * h * k
-        ];
-        let mut topk = ProductTopK::default();
-        let mut chosen = Vec::with_capacity(k);
+        let mut selection = Selection::new(t, self.config.heads, self.config.k);
         for head in 0..halves / 2 {
             let first = &s[2 * head * t * n..][..t * n];
             let second = &s[(2 * head + 1) * t * n..][..t * n];
-            for tok in 0..t {
-                let row = tok * n..(tok + 1) * n;
-                topk.select(&first[row.clone()], &second[row], k, &mut chosen);
-                let at = (tok * h + head) * k;
-                picks[at..at + chosen.len()].copy_from_slice(&chosen);
-            }
+            selection.head(head, first, second, n);
         }
-        let scores = picks.iter().map(|p| p.score).collect();
-        Picks {
-            tokens: t,
-            heads: h,
-            k,
-            picks,
-            scores,
-        }
+        selection.finish()
     }
 
     /// Differentiable embedding-bag sum: the `H·k` rows of each token
@@ -471,27 +458,6 @@ impl MemoryLayer {
             None => Ok(mem),
             Some(g) => linear(&(mem * linear(x, &g.gate)?.silu()?)?, &g.out),
         }
-    }
-}
-
-/// The picks of a batch: `(T, H, k)` row-major.
-struct Picks {
-    tokens: usize,
-    heads: usize,
-    k: usize,
-    picks: Vec<Pick>,
-    scores: Vec<f32>,
-}
-
-impl Picks {
-    fn pick(&self, tok: usize, head: usize, p: usize) -> Pick {
-        self.picks[(tok * self.heads + head) * self.k + p]
-    }
-
-    /// Value ids `i·n + j`, `(T, H, k)` row-major.
-    fn value_ids(&self, n: usize) -> Vec<u32> {
-        let n = n as u32;
-        self.picks.iter().map(|p| p.i * n + p.j).collect()
     }
 }
 

@@ -20,6 +20,8 @@
 //! accumulate in f32. CPUs without AVX2, FMA and F16C get a portable loop
 //! with the same scores up to rounding (~1e-6).
 
+use std::ops::Range;
+
 use crate::error::{LmError, Result};
 use crate::subkeys_i8::Int8Keys;
 
@@ -68,11 +70,12 @@ impl Packed {
         }
     }
 
-    /// Scores `(halves, T, n)` of queries `(T, halves·width)`.
-    pub fn score(&self, queries: &[f32], scores: &mut [f32]) {
+    /// Scores `(range.len(), T, n)` of queries `(T, halves·width)` for the
+    /// halves in `range`.
+    pub fn score_halves(&self, queries: &[f32], range: Range<usize>, scores: &mut [f32]) {
         match self {
-            Self::F16(k) => k.score(queries, scores),
-            Self::Int8(k) => k.score(queries, scores),
+            Self::F16(k) => k.score_halves(queries, range, scores),
+            Self::Int8(k) => k.score_halves(queries, range, scores),
         }
     }
 }
@@ -135,6 +138,12 @@ impl PackedKeys {
     /// `scores[h, t, j] = Σ_d queries[t, h, d] · key[h, d, j]` for queries
     /// `(T, halves·width)` into `scores` `(halves, T, n)`, row-major.
     pub fn score(&self, queries: &[f32], scores: &mut [f32]) {
+        self.score_halves(queries, 0..self.halves, scores);
+    }
+
+    /// [`PackedKeys::score`] for the query halves in `range` only, into
+    /// `scores` `(range.len(), T, n)`.
+    pub fn score_halves(&self, queries: &[f32], range: Range<usize>, scores: &mut [f32]) {
         let (halves, width, n) = (self.halves, self.width, self.n);
         let row = halves * width;
         if row == 0 || n == 0 {
@@ -142,13 +151,13 @@ impl PackedKeys {
         }
         let tokens = queries.len() / row;
         debug_assert_eq!(queries.len(), tokens * row, "whole query rows");
-        debug_assert_eq!(scores.len(), halves * tokens * n, "one score per key");
+        debug_assert_eq!(scores.len(), range.len() * tokens * n, "one score per key");
         let block_len = width * COLUMNS;
         let blocks = n.div_ceil(COLUMNS);
         let fast = simd::available();
-        for h in 0..halves {
+        for (slot, h) in range.enumerate() {
             let packed = &self.data[h * blocks * block_len..(h + 1) * blocks * block_len];
-            let out = &mut scores[h * tokens * n..(h + 1) * tokens * n];
+            let out = &mut scores[slot * tokens * n..(slot + 1) * tokens * n];
             let query = |t: usize| &queries[t * row + h * width..][..width];
             let mut first = 0;
             while first < tokens {

@@ -21,6 +21,8 @@
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the query enters as
 //! `q8 + 128` and each sub-key's `128 · Σ_d k8` is subtracted after.
 
+use std::ops::Range;
+
 use crate::error::{LmError, Result};
 
 /// Sub-keys per block: one 512-bit vector of 32-bit sums.
@@ -107,39 +109,58 @@ impl Int8Keys {
 
     /// `scores[h, t, j] ≈ Σ_d queries[t, h, d] · key[h, d, j]` for queries
     /// `(T, halves·width)` into `scores` `(halves, T, n)`, row-major.
+    #[cfg(test)]
     pub fn score(&self, queries: &[f32], scores: &mut [f32]) {
-        self.score_with(queries, scores, vnni::available());
+        self.score_halves(queries, 0..self.halves, scores);
     }
 
-    /// [`Int8Keys::score`], by the vector kernel only when `fast` (and the
-    /// CPU has it).
-    fn score_with(&self, queries: &[f32], scores: &mut [f32], fast: bool) {
+    /// [`Int8Keys::score`] for the query halves in `range` only, into
+    /// `scores` `(range.len(), T, n)`.
+    pub fn score_halves(&self, queries: &[f32], range: Range<usize>, scores: &mut [f32]) {
+        self.score_with(queries, range, scores, vnni::available());
+    }
+
+    /// [`Int8Keys::score_halves`], by the vector kernel only when `fast`
+    /// (and the CPU has it). Whole blocks are written in place; only a
+    /// last partial block goes through a buffer.
+    fn score_with(&self, queries: &[f32], range: Range<usize>, scores: &mut [f32], fast: bool) {
         let (halves, width, n) = (self.halves, self.width, self.n);
         let row = halves * width;
         if row == 0 || n == 0 {
             return;
         }
         let tokens = queries.len() / row;
-        debug_assert_eq!(scores.len(), halves * tokens * n, "one score per key");
+        debug_assert_eq!(scores.len(), range.len() * tokens * n, "one score per key");
         let (blocks, groups) = (n.div_ceil(COLUMNS), width.div_ceil(DEPTH));
         let block_len = groups * COLUMNS * DEPTH;
         let padded = blocks * COLUMNS;
         let fast = fast && vnni::available();
         // One query half as `groups` words of four unsigned bytes.
         let mut words = vec![0u32; groups];
-        let mut buf = vec![0f32; padded];
-        for h in 0..halves {
+        let mut last = [0f32; COLUMNS];
+        for (slot, h) in range.enumerate() {
             let packed = &self.data[h * blocks * block_len..][..blocks * block_len];
             let scale = &self.scale[h * padded..][..padded];
             let offset = &self.offset[h * padded..][..padded];
             for t in 0..tokens {
                 let q = &queries[t * row + h * width..][..width];
                 let sq = quantise(q, &mut words);
+                let out = &mut scores[(slot * tokens + t) * n..][..n];
                 let mut b = 0;
                 while b < blocks {
-                    let take = if fast && blocks - b >= WIDE { WIDE } else { 1 };
+                    let whole = (b + 1) * COLUMNS <= n;
+                    let take = if fast && whole && (b + WIDE) * COLUMNS <= n {
+                        WIDE
+                    } else {
+                        1
+                    };
                     let cols = b * COLUMNS..(b + take) * COLUMNS;
-                    let (keys, out) = (&packed[b * block_len..], &mut buf[cols.clone()]);
+                    let dest = if whole {
+                        &mut out[cols.clone()]
+                    } else {
+                        &mut last[..]
+                    };
+                    let keys = &packed[b * block_len..];
                     let (scale, offset) = (&scale[cols.clone()], &offset[cols]);
                     if fast {
                         // SAFETY: `available` found AVX-512F and VNNI; the
@@ -147,17 +168,19 @@ impl Int8Keys {
                         #[allow(unsafe_code)]
                         unsafe {
                             if take == WIDE {
-                                vnni::blocks::<WIDE>(&words, keys, scale, offset, sq, out)
+                                vnni::blocks::<WIDE>(&words, keys, scale, offset, sq, dest)
                             } else {
-                                vnni::blocks::<1>(&words, keys, scale, offset, sq, out)
+                                vnni::blocks::<1>(&words, keys, scale, offset, sq, dest)
                             }
                         };
                     } else {
-                        block_portable(&words, &keys[..block_len], scale, offset, sq, out);
+                        block_portable(&words, &keys[..block_len], scale, offset, sq, dest);
+                    }
+                    if !whole {
+                        out[b * COLUMNS..].copy_from_slice(&last[..n - b * COLUMNS]);
                     }
                     b += take;
                 }
-                scores[(h * tokens + t) * n..][..n].copy_from_slice(&buf[..n]);
             }
         }
     }
@@ -404,8 +427,8 @@ mod tests {
             vec![0f32; halves * tokens * n],
             vec![1f32; halves * tokens * n],
         );
-        packed.score_with(&queries, &mut fast, true);
-        packed.score_with(&queries, &mut slow, false);
+        packed.score_with(&queries, 0..halves, &mut fast, true);
+        packed.score_with(&queries, 0..halves, &mut slow, false);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&fast), bits(&slow));
         Ok(())

@@ -30,7 +30,7 @@ fn key(score: f32, index: u32) -> u64 {
 
 /// [`key`] for a score known not to be NaN.
 #[inline(always)]
-fn key_of_number(score: f32, index: u32) -> u64 {
+pub(crate) fn key_of_number(score: f32, index: u32) -> u64 {
     let bits = score.to_bits();
     // Map the float's total order onto unsigned order, then reverse it.
     let ordered = if bits >> 31 == 1 {
@@ -165,7 +165,7 @@ fn thresholds(row: &[f32], k: usize, maxima: &mut Vec<f32>) -> (f32, f32) {
 /// mispredict often. NaN never passes `>=`.
 #[inline(always)]
 fn keep_at_least(row: &[f32], threshold: f32, out: &mut Vec<u64>) {
-    if topk_wide::keep_at_least(row, threshold, key_of_number, out) {
+    if topk_wide::keep_at_least(row, threshold, out) {
         return;
     }
     let mut chunks = row.chunks_exact(16);
