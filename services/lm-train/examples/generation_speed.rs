@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use mnemos_lm::{Lm, LmTokenizer, TOKENIZER_FILE};
+use mnemos_lm::{KeyPrecision, Lm, LmTokenizer, TOKENIZER_FILE};
 use mnemos_lm_train::{measure_generation, GenerationConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,12 +24,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        // As served: memory sub-keys packed at load. Memory models are also
-        // timed unpacked (sub-keys scored by `matmul`) for comparison.
+        // As served: memory sub-keys packed at load (f16). Memory models are
+        // also timed unpacked (sub-keys scored by `matmul`) and with
+        // eight-bit sub-keys (`lm.memory_key_precision = "int8"`).
         let mut model = Lm::load(d)?;
         if model.pack_memory_keys()? > 0 {
             let tokenizer = LmTokenizer::load(&d.join(TOKENIZER_FILE))?;
             models.push((format!("{name} (unpacked)"), Lm::load(d)?, tokenizer));
+            let mut int8 = Lm::load(d)?;
+            int8.pack_memory_keys_as(KeyPrecision::Int8)?;
+            let tokenizer = LmTokenizer::load(&d.join(TOKENIZER_FILE))?;
+            models.push((format!("{name} (int8)"), int8, tokenizer));
         }
         let tokenizer = LmTokenizer::load(&d.join(TOKENIZER_FILE))?;
         models.push((name, model, tokenizer));
