@@ -448,6 +448,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dense.max_batch"), "{err}");
+
+        let err = Loader::new()
+            .set("lm.memory_key_precision", "\"int4\"")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lm.memory_key_precision"), "{err}");
+        let s = Loader::new()
+            .set("lm.memory_key_precision", "\"int8\"")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(s.lm.memory_key_precision, "int8");
     }
 
     #[test]

@@ -328,3 +328,35 @@ pub fn load_anchor(
         },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped memory models load with eight-bit sub-keys
+    /// (`lm.memory_key_precision = "int8"`) and score text as the f16
+    /// ones do, up to the quantisation: perplexities within 0.5%.
+    #[test]
+    fn trained_models_serve_with_eight_bit_sub_keys() -> anyhow::Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/trained/lm");
+        let data = tempfile::tempdir()?;
+        let tiers = mnemos_config::TierSettings::default();
+        let f16 = load_trained(&dir, mnemos_lm::KeyPrecision::F16, &tiers, data.path())?;
+        let int8 = load_trained(&dir, mnemos_lm::KeyPrecision::Int8, &tiers, data.path())?;
+        let text = "The river rises in the hills north of the town and flows \
+                    south through farmland before it reaches the sea.";
+        let mut memory_models = 0;
+        for (name, model) in &f16 {
+            if !name.contains("pkm") && !name.contains("memplus") {
+                continue;
+            }
+            memory_models += 1;
+            let ids = model.encode(text)?;
+            let a = model.score(&ids, None)?.perplexity;
+            let b = int8[name].score(&ids, None)?.perplexity;
+            assert!(((a - b) / a).abs() < 0.005, "{name}: {a} vs {b}");
+        }
+        assert_eq!(memory_models, 2, "both memory models are shipped");
+        Ok(())
+    }
+}
