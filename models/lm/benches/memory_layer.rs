@@ -70,7 +70,9 @@ fn benches(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2));
         for n in SUB_KEYS {
-            let unpacked = MemoryLayer::new(DIM, &config(n, variant), 1).expect("layer");
+            let mut unpacked = MemoryLayer::new(DIM, &config(n, variant), 1).expect("layer");
+            // Weights as an f16 checkpoint holds them.
+            unpacked.round_to_f16().expect("round");
             // As served: sub-keys packed in f16 at load.
             let mut layer = unpacked.clone();
             layer.pack_keys().expect("pack");

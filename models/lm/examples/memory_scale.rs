@@ -94,13 +94,15 @@ fn main() -> Res<()> {
     let mut unpacked = Vec::new();
     for n in SUB_KEYS {
         // As served: sub-keys packed to f16 at load.
-        let layer = MemoryLayer::new(dim, &memory(n, key_dim, MemoryVariant::Pkm, true), 1)?;
+        let mut layer = MemoryLayer::new(dim, &memory(n, key_dim, MemoryVariant::Pkm, true), 1)?;
+        layer.round_to_f16()?; // as an f16 checkpoint holds the weights
         unpacked.push(layer.clone());
         let mut layer = layer;
         layer.pack_keys()?;
         pkm.push(layer);
         let mut layer =
             MemoryLayer::new(dim, &memory(n, key_dim, MemoryVariant::MemoryPlus, true), 1)?;
+        layer.round_to_f16()?;
         layer.pack_keys()?;
         plus.push(layer);
         // Without batch norm, so the training path can run one token.

@@ -46,7 +46,8 @@ fn main() -> Res<()> {
             query_batch_norm: true,
             variant: MemoryVariant::Pkm,
         };
-        let layer = MemoryLayer::new(256, &config, 1)?;
+        let mut layer = MemoryLayer::new(256, &config, 1)?;
+        layer.round_to_f16()?; // as an f16 checkpoint holds the weights
         for &precision in &precisions {
             let mut packed = layer.clone();
             packed.pack_keys_as(precision)?;

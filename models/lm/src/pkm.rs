@@ -32,7 +32,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
 use crate::bag::{bag_sum, EmbeddingBag};
 use crate::batchnorm::BatchNorm;
@@ -49,7 +49,8 @@ use crate::subkeys::{KeyPrecision, Packed};
 #[derive(Debug)]
 struct PackedLookup {
     keys: Packed,
-    query: QueryProjection,
+    /// None when the query weight is not exactly f16 (then `matmul`).
+    query: Option<QueryProjection>,
 }
 
 /// What one lookup chose, for inspection and tests.
@@ -211,6 +212,19 @@ impl MemoryLayer {
         Ok(())
     }
 
+    /// Rounds the sub-keys and the query weight to f16 values, as a
+    /// checkpoint that `mnemos train lm` saved holds them: benches and
+    /// examples time a fresh layer this way as it would be served (an
+    /// f16 query weight is projected from a packed copy while decoding).
+    pub fn round_to_f16(&mut self) -> Result<()> {
+        let round =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?) };
+        self.keys = round(&self.keys)?;
+        self.query = round(&self.query)?;
+        self.packed = None;
+        Ok(())
+    }
+
     /// Scores sub-keys at inference from a packed copy of the keys
     /// ([`crate::subkeys`]), in f16, read in order with no per-call copy.
     /// For frozen weights only: training would update the key tensor, not
@@ -223,9 +237,9 @@ impl MemoryLayer {
     /// [`MemoryLayer::pack_keys`] in the given precision: `Int8` scores
     /// quantised keys and queries ([`crate::subkeys_i8`]).
     pub fn pack_keys_as(&mut self, precision: KeyPrecision) -> Result<()> {
-        if self.keys.is_variable() {
+        if self.keys.is_variable() || self.query.is_variable() {
             return Err(LmError::InvalidInput(
-                "the sub-keys are being trained (a variable); pack a loaded model".into(),
+                "the sub-keys or query are being trained (a variable); pack a loaded model".into(),
             ));
         }
         let (halves, width, n) = self.keys.dims3()?;
@@ -235,7 +249,7 @@ impl MemoryLayer {
             None => None,
         };
         let (rows, dim) = self.query.dims2()?;
-        let query = with_host_f32(&self.query, |w| QueryProjection::pack(w, rows, dim, affine))??;
+        let query = with_host_f32(&self.query, |w| QueryProjection::pack(w, rows, dim, affine))?;
         self.packed = Some(Arc::new(PackedLookup { keys, query }));
         Ok(())
     }
@@ -386,8 +400,9 @@ impl MemoryLayer {
             return with_host_f32(&scores, |s| self.select(s, halves, t, n));
         };
         let (t, n) = (x.dim(0)?, packed.keys.n());
-        let q = if t <= query_proj::MAX_TOKENS {
-            with_host_f32(x, |x| packed.query.project(x))?
+        let small = t <= query_proj::MAX_TOKENS;
+        let q = if let Some(query) = packed.query.as_ref().filter(|_| small) {
+            with_host_f32(x, |x| query.project(x))?
         } else {
             with_host_f32(&self.queries(x, false)?, <[f32]>::to_vec)?
         };

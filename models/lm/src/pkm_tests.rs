@@ -159,6 +159,26 @@ fn packed_keys_look_up_what_the_key_tensor_does() -> Result<()> {
     Ok(())
 }
 
+/// A query weight that f16 does not hold exactly is not packed: the
+/// packed layer projects by `matmul` and picks exactly what the unpacked
+/// one does (with f16 keys, which packing keeps).
+#[test]
+fn an_f32_query_weight_is_projected_as_given() -> Result<()> {
+    let mut plain = MemoryLayer::new(12, &config(MemoryVariant::Pkm, true), 13)?;
+    plain.keys = plain.keys.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+    let mut packed = plain.clone();
+    packed.pack_keys()?;
+    assert!(packed.packed.as_ref().is_some_and(|p| p.query.is_none()));
+    let x = input(1, 12, 14);
+    assert_eq!(plain.lookup(&x)?.indices, packed.lookup(&x)?.indices);
+    assert!(max_diff(&plain.forward(&x)?, &packed.forward(&x)?) < 1e-5);
+    // Rounded as a checkpoint holds it, the weight is packed.
+    packed.round_to_f16()?;
+    packed.pack_keys()?;
+    assert!(packed.packed.as_ref().is_some_and(|p| p.query.is_some()));
+    Ok(())
+}
+
 /// Eight-bit sub-keys (`KeyPrecision::Int8`) pick nearly the same values
 /// as f16 ones, with nearly the same output: the quantisation moves only
 /// near-ties.

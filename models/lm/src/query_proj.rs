@@ -8,10 +8,12 @@
 //! of the ~7 µs the projection took, and it pushed the eight-bit sub-keys
 //! ([`crate::subkeys_i8`]) out of a 1 MB L2. The packed copy is read in
 //! place by the same kernel that scores f16 sub-keys ([`PackedKeys`]),
-//! which is exactly a matrix-vector product; the weight is f16 in a
-//! saved checkpoint, so the copy loses nothing there.
+//! which is exactly a matrix-vector product. Only a weight that f16
+//! holds exactly (as in the checkpoints `mnemos train lm` saves) is
+//! packed, so the copy never changes the weights. The sums run in another
+//! order than `matmul`'s, which longer inputs still use: decoding and a
+//! prefill of the same token can differ in the last bits of a query.
 
-use crate::error::Result;
 use crate::subkeys::PackedKeys;
 
 /// Tokens up to which [`QueryProjection`] is used; longer inputs (prefill,
@@ -30,13 +32,20 @@ pub(crate) struct QueryProjection {
 
 impl QueryProjection {
     /// Packs `weight` `(rows, dim)` row-major; `affine` is the batch
-    /// norm's `(scale, shift)`, one per row, or none.
+    /// norm's `(scale, shift)`, one per row, or none. Only a weight that
+    /// f16 holds exactly is packed (an f16 checkpoint's): for any other,
+    /// `None`, and the caller keeps `matmul`, so a model loaded from f32
+    /// weights projects exactly what it was given.
     pub fn pack(
         weight: &[f32],
         rows: usize,
         dim: usize,
         affine: Option<(Vec<f32>, Vec<f32>)>,
-    ) -> Result<Self> {
+    ) -> Option<Self> {
+        let exact = |w: &f32| f32::from(half::f16::from_f32(*w)).to_bits() == w.to_bits();
+        if !weight.iter().all(exact) {
+            return None;
+        }
         let mut transposed = vec![0f32; weight.len()];
         for (o, row) in weight.chunks_exact(dim).enumerate() {
             for (d, &w) in row.iter().enumerate() {
@@ -44,8 +53,8 @@ impl QueryProjection {
             }
         }
         let (scale, shift) = affine.unwrap_or_else(|| (vec![1.0; rows], vec![0.0; rows]));
-        Ok(Self {
-            weight: PackedKeys::pack(&transposed, 1, dim, rows)?,
+        Some(Self {
+            weight: PackedKeys::pack(&transposed, 1, dim, rows).ok()?,
             scale,
             shift,
             dim,

@@ -190,14 +190,17 @@ impl Int8Keys {
 /// zero-padded past the half: 128, which the zero key padding cancels)
 /// and returns its scale.
 fn quantise(q: &[f32], words: &mut [u32]) -> f32 {
+    // `f32::max` skips NaN, so NaN is looked for apart: a query with NaN
+    // or an infinity scores NaN everywhere (as on the f16 path), which
+    // the top-k ranks last.
     let max = q.iter().fold(0f32, |m, v| m.max(v.abs()));
-    // A NaN query scores NaN everywhere, which the top-k ranks last.
-    let s = if max.is_finite() {
+    let s = if max.is_finite() && !q.iter().any(|v| v.is_nan()) {
         max / 127.0
     } else {
         f32::NAN
     };
-    let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+    // A scale too small to invert (a query below ~1e-37) counts as zero.
+    let inv = if s.is_normal() { 1.0 / s } else { 0.0 };
     for (g, word) in words.iter_mut().enumerate() {
         let mut bytes = [128u8; DEPTH];
         for (lane, byte) in bytes.iter_mut().enumerate() {
@@ -443,6 +446,10 @@ mod tests {
         let mut s = [f32::NAN; 2];
         packed.score(&[0.0; 4], &mut s);
         assert_eq!(s, [0.0, 0.0]);
+        // A NaN in the query: NaN scores, as the f16 path gives.
+        let packed = Int8Keys::pack(&[0.5; 8], 1, 4, 2)?;
+        packed.score(&[1.0, f32::NAN, 0.0, 0.0], &mut s);
+        assert!(s.iter().all(|v| v.is_nan()), "{s:?}");
         Ok(())
     }
 }
