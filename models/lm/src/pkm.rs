@@ -400,23 +400,26 @@ impl MemoryLayer {
             return with_host_f32(&scores, |s| self.select(s, halves, t, n));
         };
         let (t, n) = (x.dim(0)?, packed.keys.n());
-        let small = t <= query_proj::MAX_TOKENS;
-        let q = if let Some(query) = packed.query.as_ref().filter(|_| small) {
-            with_host_f32(x, |x| query.project(x))?
-        } else {
-            with_host_f32(&self.queries(x, false)?, <[f32]>::to_vec)?
-        };
         // One head at a time: its two halves' scores (8 KB at n = 1024,
         // T = 1) are selected from while they are still in L1, where all
         // heads' scores at once overflowed it.
         let mut scores = vec![0f32; 2 * t * n];
         let mut selection = Selection::new(t, self.config.heads, self.config.k);
-        for head in 0..self.config.heads {
-            packed
-                .keys
-                .score_halves(&q, 2 * head..2 * head + 2, &mut scores);
-            let (first, second) = scores.split_at(t * n);
-            selection.head(head, first, second, n);
+        let mut run = |q: &[f32]| {
+            for head in 0..self.config.heads {
+                packed
+                    .keys
+                    .score_halves(q, 2 * head..2 * head + 2, &mut scores);
+                let (first, second) = scores.split_at(t * n);
+                selection.head(head, first, second, n);
+            }
+        };
+        let small = t <= query_proj::MAX_TOKENS;
+        if let Some(query) = packed.query.as_ref().filter(|_| small) {
+            run(&with_host_f32(x, |x| query.project(x))?);
+        } else {
+            // The projected queries are read in place, not copied.
+            with_host_f32(&self.queries(x, false)?, run)?;
         }
         Ok(selection.finish())
     }
