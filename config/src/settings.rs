@@ -456,12 +456,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lm.memory_key_precision"), "{err}");
+        assert_eq!(
+            Loader::new().build().unwrap().lm.memory_key_precision,
+            "int8"
+        );
         let s = Loader::new()
-            .set("lm.memory_key_precision", "\"int8\"")
+            .set("lm.memory_key_precision", "\"f16\"")
             .unwrap()
             .build()
             .unwrap();
-        assert_eq!(s.lm.memory_key_precision, "int8");
+        assert_eq!(s.lm.memory_key_precision, "f16");
     }
 
     #[test]

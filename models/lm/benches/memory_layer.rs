@@ -3,10 +3,10 @@
 //! dim = 256, d_k = 128), for the product-key layer and Memory+, one token
 //! at a time (decoding) and 64 at a time (prefill / scoring); and a dense
 //! SwiGLU network with the same parameter count as each memory, one token
-//! at a time. Sub-keys are packed in f16 as in a served model
-//! ([`MemoryLayer::pack_keys`]); `T=1 int8` packs them in eight bits
-//! ([`KeyPrecision::Int8`]); `T=1 unpacked` scores the f32 key tensor by
-//! `matmul` instead. Run by hand:
+//! at a time. Sub-keys are packed in eight bits as in a served model
+//! ([`KeyPrecision::Int8`], `lm.memory_key_precision`'s default); `T=1 f16`
+//! packs them in f16 ([`KeyPrecision::F16`]); `T=1 unpacked` scores the
+//! f32 key tensor by `matmul` instead. Run by hand:
 //! `RAYON_NUM_THREADS=1 cargo bench -p mnemos-lm --bench memory_layer`.
 //! `examples/memory_scale.rs` prints the same figures as a table, faster.
 //!
@@ -73,9 +73,9 @@ fn benches(c: &mut Criterion) {
             let mut unpacked = MemoryLayer::new(DIM, &config(n, variant), 1).expect("layer");
             // Weights as an f16 checkpoint holds them.
             unpacked.round_to_f16().expect("round");
-            // As served: sub-keys packed in f16 at load.
+            // As served: sub-keys packed in eight bits at load.
             let mut layer = unpacked.clone();
-            layer.pack_keys().expect("pack");
+            layer.pack_keys_as(KeyPrecision::Int8).expect("pack");
             let label = label(n);
             group.throughput(Throughput::Elements(1));
             let mut i = 0;
@@ -86,13 +86,13 @@ fn benches(c: &mut Criterion) {
                 })
             });
             if variant == MemoryVariant::Pkm {
-                // Sub-keys and queries in eight bits (`KeyPrecision::Int8`).
-                let mut int8 = unpacked.clone();
-                int8.pack_keys_as(KeyPrecision::Int8).expect("pack int8");
-                group.bench_function(BenchmarkId::new("T=1 int8", label), |b| {
+                // Sub-keys in f16 (`lm.memory_key_precision = "f16"`).
+                let mut f16 = unpacked.clone();
+                f16.pack_keys_as(KeyPrecision::F16).expect("pack f16");
+                group.bench_function(BenchmarkId::new("T=1 f16", label), |b| {
                     b.iter(|| {
                         i += 1;
-                        int8.forward(&single[i % single.len()]).expect("forward")
+                        f16.forward(&single[i % single.len()]).expect("forward")
                     })
                 });
                 // The same layer scoring its f32 key tensor by `matmul`.

@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use mnemos_lm::{MemoryConfig, MemoryLayer, MemoryVariant, SwiGlu};
+use mnemos_lm::{KeyPrecision, MemoryConfig, MemoryLayer, MemoryVariant, SwiGlu};
 
 /// As in the `mnemos` binary: freed tensor buffers are reused.
 #[global_allocator]
@@ -93,17 +93,17 @@ fn main() -> Res<()> {
     let mut plain = Vec::new();
     let mut unpacked = Vec::new();
     for n in SUB_KEYS {
-        // As served: sub-keys packed to f16 at load.
+        // As served: sub-keys packed in eight bits at load.
         let mut layer = MemoryLayer::new(dim, &memory(n, key_dim, MemoryVariant::Pkm, true), 1)?;
         layer.round_to_f16()?; // as an f16 checkpoint holds the weights
         unpacked.push(layer.clone());
         let mut layer = layer;
-        layer.pack_keys()?;
+        layer.pack_keys_as(KeyPrecision::Int8)?;
         pkm.push(layer);
         let mut layer =
             MemoryLayer::new(dim, &memory(n, key_dim, MemoryVariant::MemoryPlus, true), 1)?;
         layer.round_to_f16()?;
-        layer.pack_keys()?;
+        layer.pack_keys_as(KeyPrecision::Int8)?;
         plus.push(layer);
         // Without batch norm, so the training path can run one token.
         plain.push(MemoryLayer::new(
@@ -182,7 +182,7 @@ fn main() -> Res<()> {
         );
     }
     println!(
-        "(µs per token; pkm / mem+: sub-keys packed in f16 as served; dense = SwiGLU with the PKM \
+        "(µs per token; pkm / mem+: sub-keys packed in eight bits as served; dense = SwiGLU with the PKM \
          layer's parameter count; fast / tensor = inference path / differentiable path, no batch \
          norm; f32 = pkm with unpacked keys, scored by matmul)"
     );

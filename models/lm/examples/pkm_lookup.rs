@@ -1,9 +1,11 @@
 //! Time per token of a product-key layer at T = 1, split into the lookup
 //! alone (query, sub-key scores, top-k selection) and the whole forward
 //! pass (plus the value gather and output): `RAYON_NUM_THREADS=1 cargo run
-//! --release -p mnemos-lm --example pkm_lookup -- [n …]` (default 256 1024).
+//! --release -p mnemos-lm --example pkm_lookup -- [n …] [int8|f16|both]`
+//! (default 256 1024, int8).
 //!
-//! dim = 256, d_k = 128, k = 32, H = 4, sub-keys packed in f16 as served.
+//! dim = 256, d_k = 128, k = 32, H = 4; sub-keys packed in eight bits as
+//! served by default, or in f16 (`lm.memory_key_precision`).
 //! Each layer is timed in 0.1 s slices, round-robin over all layers for 15
 //! rounds, keeping each one's fastest slice, so that two builds can be
 //! compared by running them one after the other on a shared machine.
@@ -21,7 +23,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Res<()> {
-    let mut precisions = vec![KeyPrecision::F16];
+    let mut precisions = vec![KeyPrecision::Int8];
     let mut sizes = Vec::new();
     for arg in std::env::args().skip(1) {
         match arg.as_str() {

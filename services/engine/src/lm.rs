@@ -45,8 +45,8 @@ pub fn load_models(
     data_dir: &Path,
 ) -> Result<BTreeMap<String, Arc<ServedLm>>> {
     let precision = match settings.memory_key_precision.as_str() {
-        "int8" => mnemos_lm::KeyPrecision::Int8,
-        _ => mnemos_lm::KeyPrecision::F16, // validated: "f16"
+        "f16" => mnemos_lm::KeyPrecision::F16,
+        _ => mnemos_lm::KeyPrecision::Int8, // validated: "int8"
     };
     let mut models = load_trained(&settings.models_dir, precision, tiers, data_dir)?;
     if let Some(anchor) = load_anchor(settings, tiers, encoder, data_dir)? {

@@ -24,17 +24,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        // As served: memory sub-keys packed at load (f16). Memory models are
-        // also timed unpacked (sub-keys scored by `matmul`) and with
-        // eight-bit sub-keys (`lm.memory_key_precision = "int8"`).
+        // As served: memory sub-keys packed at load in eight bits
+        // (`lm.memory_key_precision`'s default). Memory models are also
+        // timed unpacked (sub-keys scored by `matmul`) and with f16 sub-keys
+        // (`lm.memory_key_precision = "f16"`).
         let mut model = Lm::load(d)?;
-        if model.pack_memory_keys()? > 0 {
+        if model.pack_memory_keys_as(KeyPrecision::Int8)? > 0 {
             let tokenizer = LmTokenizer::load(&d.join(TOKENIZER_FILE))?;
             models.push((format!("{name} (unpacked)"), Lm::load(d)?, tokenizer));
-            let mut int8 = Lm::load(d)?;
-            int8.pack_memory_keys_as(KeyPrecision::Int8)?;
+            let mut f16 = Lm::load(d)?;
+            f16.pack_memory_keys_as(KeyPrecision::F16)?;
             let tokenizer = LmTokenizer::load(&d.join(TOKENIZER_FILE))?;
-            models.push((format!("{name} (int8)"), int8, tokenizer));
+            models.push((format!("{name} (f16)"), f16, tokenizer));
         }
         let tokenizer = LmTokenizer::load(&d.join(TOKENIZER_FILE))?;
         models.push((name, model, tokenizer));
