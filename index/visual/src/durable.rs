@@ -14,24 +14,17 @@ use std::sync::Arc;
 use fs4::fs_std::FileExt;
 
 use crate::deferred::{BuiltGraph, Edits, GraphJob};
-use crate::log::{Log, Op, Row, MAX_METADATA, MAX_NAME, MAX_RECORD};
+use crate::log::{Log, Op, Row, MAX_METADATA, MAX_NAME};
 use crate::memory::{Prune, PruneReport, VisualMemory};
 use crate::params::VisualParams;
 use crate::vote::{Aggregation, Decision};
 use crate::{Result, VisualError};
 
-/// Items per record when the log is rewritten from the live state (fewer
-/// for very wide embeddings, so a record stays well under the log's
-/// limit). Replay hands each record to the memory as one batch, and in
-/// graph mode a batch this size is inserted on all cores.
-const SNAPSHOT_CHUNK: usize = 4096;
 /// Ids (at most [`MAX_NAME`] bytes each) per removal or multiplier record,
-/// so a large class or a pruning pass stays far below [`MAX_RECORD`]. A
+/// so a large class or a pruning pass stays far below the record limit. A
 /// crash between two records of one request keeps the records already
 /// logged; that request was not acknowledged.
 const ID_CHUNK: usize = 65_536;
-/// The log is rewritten once it exceeds twice the live state plus this.
-const COMPACT_SLACK: u64 = 8 << 20;
 
 /// One item for [`DurableMemory::upsert_items`].
 #[derive(Debug, Clone, Copy)]
@@ -47,16 +40,21 @@ pub struct NewItem<'a> {
 /// A durable visual memory in one directory.
 #[derive(Debug)]
 pub struct DurableMemory {
-    memory: VisualMemory,
-    log: Log,
+    pub(crate) memory: VisualMemory,
+    pub(crate) log: Log,
     /// Commits since open, to tell whether a prune plan is still current.
     generation: u64,
     /// Log size after the last rewrite (or at open): the live state's
     /// size, metadata included, as the log measures it.
-    compacted_bytes: u64,
+    pub(crate) compacted_bytes: u64,
     /// Why the memory in RAM may differ from the log (an op failed to
     /// apply after it was logged); writes are refused while set.
-    broken: Option<String>,
+    pub(crate) broken: Option<String>,
+    /// A [`crate::compact::Compaction`] is under way.
+    pub(crate) compacting: bool,
+    /// Commits leave compaction to the caller ([`Self::wants_compaction`]),
+    /// who runs it off the lock; set for [`Self::open_deferred`].
+    defer_compaction: bool,
     _lock: File,
 }
 
@@ -77,7 +75,9 @@ impl DurableMemory {
 
     /// [`Self::open_with`] for a memory whose graph is built off the lock
     /// ([`crate::deferred`]): replay never builds it, and neither do later
-    /// upserts; the caller takes [`Self::graph_job`]s instead.
+    /// upserts; the caller takes [`Self::graph_job`]s instead. Likewise
+    /// commits never compact the log: the caller runs a
+    /// [`crate::compact::Compaction`] when [`Self::wants_compaction`].
     pub fn open_deferred(dir: &Path, dim: usize, params: VisualParams) -> Result<Self> {
         Self::open_inner(dir, dim, params, true)
     }
@@ -102,6 +102,8 @@ impl DurableMemory {
             generation: 0,
             compacted_bytes,
             broken: None,
+            compacting: false,
+            defer_compaction: defer,
             _lock: lock,
         })
     }
@@ -266,21 +268,14 @@ impl DurableMemory {
         Ok(report)
     }
 
-    /// Rewrites the log as the live state alone (atomically: a crash
-    /// leaves the old log or the new one, both complete).
-    pub fn compact(&mut self) -> Result<()> {
-        self.log.rewrite(snapshot(&self.memory))?;
-        self.compacted_bytes = self.log.bytes();
-        Ok(())
-    }
-
     /// Bytes in the log.
     pub fn log_bytes(&self) -> u64 {
         self.log.bytes()
     }
 
     /// Log (durable from here), then apply; compact when the log has
-    /// doubled since it last held only the live state.
+    /// doubled since it last held only the live state (unless the caller
+    /// compacts, [`Self::open_deferred`]).
     ///
     /// Every op is validated before it is logged, so applying it cannot
     /// fail on its content; should it fail anyway, the memory in RAM no
@@ -298,7 +293,7 @@ impl DurableMemory {
             self.broken = Some(e.to_string());
             return Err(e);
         }
-        if self.log.bytes() > 2 * self.compacted_bytes + COMPACT_SLACK {
+        if !self.defer_compaction && self.wants_compaction() {
             // A failed rewrite leaves the old log in place, still complete.
             if let Err(e) = self.compact() {
                 tracing::warn!("visual-memory log compaction failed: {e}");
@@ -331,40 +326,4 @@ fn apply(memory: &mut VisualMemory, op: &Op) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The live state as log records, produced one record at a time so that
-/// a compaction of a large memory holds one chunk of vectors, not all.
-fn snapshot(memory: &VisualMemory) -> impl Iterator<Item = Op> + '_ {
-    let per_item = 12 + 2 * MAX_NAME + MAX_METADATA + 4 * memory.dim();
-    let chunk = SNAPSHOT_CHUNK.min(MAX_RECORD / 4 / per_item).max(1);
-    let multipliers_chunk = MAX_RECORD / 4 / (MAX_NAME + 8);
-    let mut items = memory.iter();
-    let mut multipliers = Vec::new();
-    std::iter::from_fn(move || {
-        let rows: Vec<Row> = items
-            .by_ref()
-            .take(chunk)
-            .map(|(item, row)| {
-                if item.multiplier != 1.0 {
-                    multipliers.push((item.id.clone(), item.multiplier));
-                }
-                Row {
-                    id: item.id.clone(),
-                    label: item.label.clone(),
-                    vector: row.into_owned(),
-                    metadata: item.metadata.as_deref().map(str::to_owned),
-                }
-            })
-            .collect();
-        if !rows.is_empty() {
-            return Some(Op::Upsert(rows));
-        }
-        // Multipliers after every item they refer to.
-        if multipliers.is_empty() {
-            return None;
-        }
-        let rest = multipliers.split_off(multipliers.len().saturating_sub(multipliers_chunk));
-        Some(Op::Multipliers(rest))
-    })
 }

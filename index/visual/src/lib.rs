@@ -18,6 +18,8 @@
 //! Reads take `&self` and both memory types are `Send + Sync`, so a server
 //! can keep one behind a `RwLock` and classify on many threads at once.
 
+mod codec;
+pub mod compact;
 pub mod deferred;
 pub mod durable;
 pub mod log;
@@ -28,6 +30,7 @@ mod search;
 mod vectors;
 pub mod vote;
 
+pub use compact::{compact_shared, Compaction};
 pub use deferred::{BuiltGraph, Edits, GraphJob};
 pub use durable::{DurableMemory, NewItem};
 pub use memory::{Hit, Item, Prune, PruneReport, VisualMemory, VisualStats};

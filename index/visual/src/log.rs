@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use mnemos_store::{frame_at, next_valid_frame};
 
+use crate::codec::{decode, encode};
 use crate::{Result, VisualError};
 
 const MAGIC: &[u8; 8] = b"MNVMLOG1";
@@ -138,31 +139,16 @@ impl Log {
     /// Writes a new log holding `ops` atomically (temp file, fsync, rename,
     /// fsync of the directory), for creation and compaction. Ops are
     /// encoded and written one at a time, so a snapshot of a large memory
-    /// is never held in memory whole. The append handle is opened on the
-    /// temp file before the rename, so from the rename on it is the live
-    /// log's, whatever fails after.
+    /// is never held in memory whole.
     fn create(path: &Path, dim: usize, ops: impl IntoIterator<Item = Op>) -> Result<Log> {
-        let tmp = temp_path(path);
-        let written = write_log(&tmp, dim, ops);
-        let len = match written {
-            Ok(len) => len,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
+        let mut writer = LogWriter::create(path, dim)?;
+        for op in ops {
+            if let Err(e) = writer.write(&op) {
+                writer.abandon();
                 return Err(e);
             }
-        };
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&tmp)
-            .map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-        Ok(Log {
-            file,
-            path: path.to_path_buf(),
-            dim,
-            len,
-            poisoned: false,
-        })
+        }
+        writer.install(path, dim, 0)
     }
 
     /// Appends `op` and fsyncs: when this returns, the edit survives a crash.
@@ -212,6 +198,141 @@ impl Log {
         *self = Self::create(&self.path, self.dim, ops)?;
         sync_parent(&self.path)
     }
+
+    /// Starts a new log beside this one (`visual.log.tmp`), to be filled
+    /// while this one still takes appends and then installed by
+    /// [`Log::finish_rewrite`].
+    pub(crate) fn begin_rewrite(&self) -> Result<LogWriter> {
+        if self.poisoned {
+            return Err(VisualError::Io(format!(
+                "{}: an earlier write failed; reopen the memory",
+                self.path.display()
+            )));
+        }
+        LogWriter::create(&self.path, self.dim)
+    }
+
+    /// Copies this log's records from byte `from` on (the edits appended
+    /// since `writer` was begun) to the end of `writer`, and installs it as
+    /// the log (fsync, rename, fsync of the directory). On failure the old
+    /// log stays in place, complete, and the temp file is removed.
+    pub(crate) fn finish_rewrite(&mut self, mut writer: LogWriter, from: u64) -> Result<()> {
+        if self.poisoned || !(HEADER..=self.len).contains(&from) {
+            writer.abandon();
+            return Err(VisualError::Io(format!(
+                "{}: the log changed under a compaction; it was abandoned",
+                self.path.display()
+            )));
+        }
+        let tail = self.len - from;
+        let copied = File::open(&self.path)
+            .and_then(|mut f| {
+                f.seek(SeekFrom::Start(from))?;
+                std::io::copy(&mut f.take(tail), &mut writer.out)
+            })
+            .map_err(|e| io(&self.path, e));
+        match copied {
+            Ok(n) if n == tail => {}
+            Ok(n) => {
+                writer.abandon();
+                return Err(corrupt(&self.path, format!("read {n} of {tail} bytes")));
+            }
+            Err(e) => {
+                writer.abandon();
+                return Err(e);
+            }
+        }
+        *self = writer.install(&self.path, self.dim, tail)?;
+        sync_parent(&self.path)
+    }
+}
+
+/// A new log being written to `visual.log.tmp`, one record at a time.
+#[derive(Debug)]
+pub(crate) struct LogWriter {
+    out: BufWriter<File>,
+    tmp: PathBuf,
+    len: u64,
+}
+
+impl LogWriter {
+    /// Creates the temp file beside `path` and writes the header.
+    fn create(path: &Path, dim: usize) -> Result<Self> {
+        let tmp = temp_path(path);
+        let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        let mut writer = LogWriter {
+            out: BufWriter::with_capacity(WRITE_BUFFER, file),
+            tmp,
+            len: 0,
+        };
+        let header = [&MAGIC[..], &(dim as u32).to_le_bytes()].concat();
+        if let Err(e) = writer.put(&header) {
+            writer.abandon();
+            return Err(e);
+        }
+        Ok(writer)
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.len += bytes.len() as u64;
+        self.out.write_all(bytes).map_err(|e| io(&self.tmp, e))
+    }
+
+    /// Appends `op` as one record (not yet durable).
+    pub(crate) fn write(&mut self, op: &Op) -> Result<()> {
+        let payload = encode(op);
+        if payload.len() > MAX_RECORD {
+            return Err(VisualError::InvalidInput(format!(
+                "one log record may carry at most {} MiB",
+                MAX_RECORD >> 20
+            )));
+        }
+        self.put(&(payload.len() as u32).to_le_bytes())?;
+        self.put(&crc32fast::hash(&payload).to_le_bytes())?;
+        self.put(&payload)
+    }
+
+    /// Fsyncs the file (plus `extra` bytes copied into it behind
+    /// [`Self::write`]'s back) and renames it to `path`. The append handle
+    /// is opened on the temp file before the rename, so from the rename on
+    /// it is the live log's, whatever fails after.
+    fn install(self, path: &Path, dim: usize, extra: u64) -> Result<Log> {
+        let LogWriter { out, tmp, len } = self;
+        let synced = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|file| file.sync_all())
+            .and_then(|()| OpenOptions::new().append(true).open(&tmp));
+        let file = match synced {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io(&tmp, e));
+            }
+        };
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(path, e));
+        }
+        Ok(Log {
+            file,
+            path: path.to_path_buf(),
+            dim,
+            len: len + extra,
+            poisoned: false,
+        })
+    }
+
+    /// Drops the temp file; the live log is untouched.
+    pub(crate) fn abandon(self) {
+        drop(self.out);
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -232,75 +353,6 @@ fn frame(buf: &mut Vec<u8>, payload: &[u8]) {
     buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     buf.extend_from_slice(payload);
-}
-
-fn put_str(buf: &mut Vec<u8>, s: &str) {
-    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    buf.extend_from_slice(s.as_bytes());
-}
-
-fn encode(op: &Op) -> Vec<u8> {
-    let mut b = Vec::new();
-    match op {
-        Op::Upsert(items) => {
-            // Kind 1 was the same without metadata; it is still read.
-            b.push(5);
-            b.extend_from_slice(&(items.len() as u32).to_le_bytes());
-            for row in items {
-                put_str(&mut b, &row.id);
-                put_str(&mut b, &row.label);
-                put_str(&mut b, row.metadata.as_deref().unwrap_or(""));
-                for x in &row.vector {
-                    b.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-        }
-        Op::Remove(ids) => {
-            b.push(2);
-            b.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-            for id in ids {
-                put_str(&mut b, id);
-            }
-        }
-        Op::Multipliers(ms) => {
-            b.push(4);
-            b.extend_from_slice(&(ms.len() as u32).to_le_bytes());
-            for (id, m) in ms {
-                put_str(&mut b, id);
-                b.extend_from_slice(&m.to_le_bytes());
-            }
-        }
-    }
-    b
-}
-
-/// Writes header and framed `ops` to `path` and fsyncs it; returns its
-/// length.
-fn write_log(path: &Path, dim: usize, ops: impl IntoIterator<Item = Op>) -> Result<u64> {
-    let file = File::create(path).map_err(|e| io(path, e))?;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-    let mut len = 0u64;
-    let mut put = |bytes: &[u8]| {
-        len += bytes.len() as u64;
-        out.write_all(bytes).map_err(|e| io(path, e))
-    };
-    put(MAGIC)?;
-    put(&(dim as u32).to_le_bytes())?;
-    for op in ops {
-        let payload = encode(&op);
-        if payload.len() > MAX_RECORD {
-            return Err(VisualError::InvalidInput(format!(
-                "one log record may carry at most {} MiB",
-                MAX_RECORD >> 20
-            )));
-        }
-        put(&(payload.len() as u32).to_le_bytes())?;
-        put(&crc32fast::hash(&payload).to_le_bytes())?;
-        put(&payload)?;
-    }
-    let file = out.into_inner().map_err(|e| io(path, e.into_error()))?;
-    file.sync_all().map_err(|e| io(path, e))?;
-    Ok(len)
 }
 
 /// Reads the records after the header, handing each op to `replay`;
@@ -373,82 +425,4 @@ fn read_from(path: &Path, offset: u64) -> Result<Vec<u8>> {
     let mut rest = Vec::new();
     file.read_to_end(&mut rest).map_err(|e| io(path, e))?;
     Ok(rest)
-}
-
-/// A cursor over a payload; every read is bounds-checked.
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-    }
-
-    fn f32(&mut self) -> Option<f32> {
-        self.take(4)
-            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-    }
-
-    fn string(&mut self) -> Option<String> {
-        self.string_up_to(MAX_NAME)
-    }
-
-    fn string_up_to(&mut self, max: usize) -> Option<String> {
-        let n = self.u32()? as usize;
-        if n > max {
-            return None;
-        }
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-}
-
-fn decode(payload: &[u8], dim: usize) -> Option<Op> {
-    let (&kind, rest) = payload.split_first()?;
-    let mut r = Reader(rest);
-    let op = match kind {
-        1 | 5 => {
-            let n = r.u32()? as usize;
-            let mut items = Vec::with_capacity(n.min(1 << 16));
-            for _ in 0..n {
-                let id = r.string()?;
-                let label = r.string()?;
-                let metadata = if kind == 5 {
-                    r.string_up_to(MAX_METADATA)?
-                } else {
-                    String::new()
-                };
-                let vector = (0..dim).map(|_| r.f32()).collect::<Option<Vec<f32>>>()?;
-                items.push(Row {
-                    id,
-                    label,
-                    vector,
-                    metadata: (!metadata.is_empty()).then_some(metadata),
-                });
-            }
-            Op::Upsert(items)
-        }
-        2 => {
-            let n = r.u32()? as usize;
-            Op::Remove((0..n).map(|_| r.string()).collect::<Option<_>>()?)
-        }
-        4 => {
-            let n = r.u32()? as usize;
-            Op::Multipliers(
-                (0..n)
-                    .map(|_| Some((r.string()?, r.f32()?)))
-                    .collect::<Option<_>>()?,
-            )
-        }
-        _ => return None,
-    };
-    r.0.is_empty().then_some(op)
 }

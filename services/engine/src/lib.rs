@@ -25,6 +25,7 @@ mod open;
 mod restore;
 mod search;
 pub mod visual;
+mod visual_jobs;
 mod write;
 
 use std::path::PathBuf;

@@ -10,14 +10,15 @@
 //! applied) no later classification can see what it removed.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use mnemos_config::VisualSettings;
 use mnemos_visual::{
-    Aggregation, Decision, DurableMemory, GraphJob, NewItem, Prune, PruneReport, VisualError,
+    Aggregation, Decision, DurableMemory, NewItem, Prune, PruneReport, VisualError,
 };
 
 use crate::images::ImagePool;
+use crate::visual_jobs::{build_graph, compact_log};
 use crate::{blocking, EngineError, Result};
 
 /// Most neighbours a request may ask for.
@@ -246,8 +247,10 @@ impl Visual {
             // The upsert that reaches `ann_above` leaves the graph to a
             // background build instead of holding the lock through it.
             let job = guard.graph_job();
+            let compact = guard.wants_compaction();
             drop(guard);
             build_graph(&memory, &counts, dim, job);
+            compact_log(&memory, compact);
             Ok(items)
         })
         .await
@@ -258,9 +261,12 @@ impl Visual {
     pub async fn remove(&self, id: String) -> Result<(Vec<String>, usize)> {
         let (memory, counts, dim) = (Arc::clone(&self.memory), Arc::clone(&self.counts), self.dim);
         blocking(move || {
-            let mut memory = write(&memory)?;
-            let out = memory.remove(&[&id]).map_err(visual_error);
-            let after = update(&counts, &memory, dim, Ok(()))?;
+            let mut guard = write(&memory)?;
+            let out = guard.remove(&[&id]).map_err(visual_error);
+            let after = update(&counts, &guard, dim, Ok(()))?;
+            let compact = guard.wants_compaction();
+            drop(guard);
+            compact_log(&memory, compact);
             Ok((out?, after.items))
         })
         .await
@@ -270,9 +276,12 @@ impl Visual {
     pub async fn remove_class(&self, label: String) -> Result<(Vec<String>, usize)> {
         let (memory, counts, dim) = (Arc::clone(&self.memory), Arc::clone(&self.counts), self.dim);
         blocking(move || {
-            let mut memory = write(&memory)?;
-            let out = memory.remove_class(&label).map_err(visual_error);
-            let after = update(&counts, &memory, dim, Ok(()))?;
+            let mut guard = write(&memory)?;
+            let out = guard.remove_class(&label).map_err(visual_error);
+            let after = update(&counts, &guard, dim, Ok(()))?;
+            let compact = guard.wants_compaction();
+            drop(guard);
+            compact_log(&memory, compact);
             Ok((out?, after.items))
         })
         .await
@@ -292,9 +301,12 @@ impl Visual {
                     m.generation(),
                 )
             };
-            let mut memory = write(&memory)?;
-            let out = memory.apply_prune(how, report, at).map_err(visual_error);
-            let after = update(&counts, &memory, dim, Ok(()))?;
+            let mut guard = write(&memory)?;
+            let out = guard.apply_prune(how, report, at).map_err(visual_error);
+            let after = update(&counts, &guard, dim, Ok(()))?;
+            let compact = guard.wants_compaction();
+            drop(guard);
+            compact_log(&memory, compact);
             Ok((out?, after.items))
         })
         .await
@@ -342,90 +354,7 @@ impl Visual {
     }
 }
 
-/// Rounds of catching up a built graph off the lock before the switch.
-const CATCH_UP_ROUNDS: usize = 8;
-
-/// Fewer edits than this are left to the switch, under the lock.
-const CATCH_UP_ENOUGH: usize = 16;
-
-/// Builds `job`'s graph on a thread of its own, then installs it under
-/// the write lock, catching up the edits made meanwhile
-/// ([`mnemos_visual::deferred`]). Searches stay exact (and correct) until
-/// then. The thread holds the memory only weakly while it builds, so a
-/// server that shuts down meanwhile releases the memory's directory. A
-/// failed build is logged and abandoned; the next upsert tries again.
-fn build_graph(
-    memory: &Arc<RwLock<DurableMemory>>,
-    counts: &Arc<Mutex<VisualCounts>>,
-    dim: usize,
-    job: Option<GraphJob>,
-) {
-    let Some(job) = job else {
-        return;
-    };
-    let (weak, counts) = (Arc::downgrade(memory), Arc::clone(counts));
-    let items = job.len();
-    let spawned = std::thread::Builder::new()
-        .name("visual-graph".into())
-        .spawn(move || build_and_install(job, &weak, &counts, dim));
-    match spawned {
-        Ok(_) => tracing::info!(items, "visual memory: building the graph in the background"),
-        Err(e) => {
-            tracing::error!("visual memory: cannot start the graph build: {e}");
-            if let Ok(mut memory) = write(memory) {
-                memory.abandon_graph_job();
-            }
-        }
-    }
-}
-
-/// The body of [`build_graph`]'s thread.
-fn build_and_install(
-    job: GraphJob,
-    weak: &Weak<RwLock<DurableMemory>>,
-    counts: &Mutex<VisualCounts>,
-    dim: usize,
-) {
-    // A panic in the build must still end the job, or the memory would
-    // wait for this graph (and note every edit) forever.
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.build()))
-        .unwrap_or_else(|_| Err(VisualError::Index("the graph build panicked".into())));
-    // The edits made during the build are applied to the graph outside
-    // the lock, round after round while they keep coming, so that the
-    // switch itself applies only the last few (each costs an HNSW
-    // insertion, ~2.5 ms at 10k × 1280-d).
-    let built = built.and_then(|graph| {
-        for _ in 0..CATCH_UP_ROUNDS {
-            let Some(memory) = weak.upgrade() else {
-                break;
-            };
-            let Ok(edits) = write(&memory).map(|mut m| m.drain_graph_edits()) else {
-                break;
-            };
-            drop(memory);
-            graph.catch_up(&edits)?;
-            if edits.len() < CATCH_UP_ENOUGH {
-                break;
-            }
-        }
-        Ok(graph)
-    });
-    let Some(memory) = weak.upgrade() else {
-        return;
-    };
-    let Ok(mut memory) = write(&memory) else {
-        return;
-    };
-    let installed = built.and_then(|b| memory.install_graph(b));
-    if let Err(e) = &installed {
-        tracing::error!("visual memory: graph build failed, search stays exact: {e}");
-        memory.abandon_graph_job();
-    }
-    // Publishes `graph: true` (or nothing new, after a failure).
-    let _ = update(counts, &memory, dim, Ok(()));
-}
-
-fn counts_of(memory: &DurableMemory, dim: usize) -> VisualCounts {
+pub(crate) fn counts_of(memory: &DurableMemory, dim: usize) -> VisualCounts {
     let stats = memory.memory().stats();
     VisualCounts {
         items: stats.items,
@@ -438,7 +367,7 @@ fn counts_of(memory: &DurableMemory, dim: usize) -> VisualCounts {
 /// Refreshes the published sizes after an edit (also after a failed one,
 /// which may have applied part of a chunked request), then passes the
 /// edit's outcome on.
-fn update(
+pub(crate) fn update(
     counts: &Mutex<VisualCounts>,
     memory: &DurableMemory,
     dim: usize,
@@ -492,7 +421,7 @@ fn read(m: &RwLock<DurableMemory>) -> RwLockReadGuard<'_, DurableMemory> {
 /// Writes refuse a poisoned lock: a panic in the middle of an edit may
 /// have left the memory in RAM apart from its log, and only a restart
 /// (which replays the log) brings them together again.
-fn write(m: &RwLock<DurableMemory>) -> Result<RwLockWriteGuard<'_, DurableMemory>> {
+pub(crate) fn write(m: &RwLock<DurableMemory>) -> Result<RwLockWriteGuard<'_, DurableMemory>> {
     m.write().map_err(|_| {
         EngineError::Unavailable(
             "the visual memory refuses edits after an internal error; restart the server \
@@ -514,5 +443,77 @@ mod tests {
             visual_params(&VisualSettings::default()),
             mnemos_visual::VisualParams::default()
         );
+    }
+
+    /// Edits that grow the log past twice the live state start a
+    /// compaction on its own thread; classifications and edits go on, and
+    /// the compacted log reopens to exactly what was acknowledged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_grown_log_is_compacted_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = VisualSettings {
+            encoder: false,
+            dim: 8,
+            ..VisualSettings::default()
+        };
+        let path = dir.path().join("visual");
+        let disk = crate::disk::DiskGuard::new(dir.path().to_path_buf(), 0);
+        let visual = Visual::open(&settings, &path, None, disk).await.unwrap();
+        let log = || std::fs::metadata(path.join("visual.log")).unwrap().len();
+        // 200 items with 16 KB of metadata each, rewritten round after
+        // round: ~3.2 MB of log per round against a live state of 3.2 MB.
+        let pad = "x".repeat(16_000);
+        let rounds = 12;
+        for round in 0..rounds {
+            let items = (0..200)
+                .map(|i| VisualItem {
+                    id: format!("s{i}"),
+                    label: format!("c{}", i % 4),
+                    input: VisualInput::Embedding(
+                        (0..8)
+                            .map(|d| ((i * 8 + d + round) % 11) as f32 - 5.0)
+                            .collect(),
+                    ),
+                    metadata: serde_json::json!({"round": round, "pad": pad}),
+                })
+                .collect();
+            visual.upsert(items).await.unwrap();
+            visual.remove(format!("s{round}")).await.unwrap();
+            let q = ClassifyQuery {
+                input: VisualInput::Embedding(vec![1.0; 8]),
+                k: None,
+                aggregation: None,
+                ef: None,
+            };
+            visual.classify(q).await.unwrap();
+        }
+        let written = rounds as u64 * 200 * 16_000;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while log() > written / 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            log() < written / 2,
+            "{} bytes of log for {written} written",
+            log()
+        );
+        drop(visual);
+        // The compaction thread holds the memory weakly: once it lets go,
+        // the directory can be opened again.
+        let reopened = loop {
+            match DurableMemory::open(&path, 8) {
+                Err(VisualError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other.unwrap(),
+            }
+        };
+        let m = reopened.memory();
+        // s11 was removed last and not written since.
+        assert_eq!(m.len(), 199);
+        assert!(!m.contains("s11"));
+        let meta = m.get("s0").unwrap().metadata.as_deref().unwrap().to_owned();
+        let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+        assert_eq!(meta["round"], rounds - 1);
     }
 }
