@@ -19,10 +19,10 @@
 //! copied stays below the cursor until it is copied. Items copied twice,
 //! or in a state newer than the start, are overwritten by the replay.
 
-use std::sync::RwLock;
+use parking_lot::RwLock;
 
 use crate::durable::DurableMemory;
-use crate::log::{LogWriter, Op, Row, MAX_METADATA, MAX_NAME, MAX_RECORD};
+use crate::log::{LogWriter, Op, Retired, Row, MAX_METADATA, MAX_NAME, MAX_RECORD};
 use crate::{Result, VisualError};
 
 /// Items per record in the new log (fewer for very wide embeddings, so a
@@ -32,6 +32,8 @@ use crate::{Result, VisualError};
 const SNAPSHOT_CHUNK: usize = 4096;
 /// The log is rewritten once it exceeds twice the live state plus this.
 const COMPACT_SLACK: u64 = 8 << 20;
+/// The new log is fsynced every this many bytes while it is written.
+const SYNC_EVERY: u64 = 16 << 20;
 
 /// A compaction under way ([`DurableMemory::begin_compaction`]).
 #[derive(Debug)]
@@ -46,13 +48,27 @@ pub struct Compaction {
     chunk: usize,
     /// Vote multipliers other than 1 met so far; logged after every item.
     multipliers: Vec<(String, f32)>,
+    /// Bytes of the new log known durable.
+    synced: u64,
 }
 
 impl Compaction {
     /// Appends one chunk taken by [`DurableMemory::compaction_chunk`] to the
     /// new log: call it without holding the memory's lock.
     pub fn write(&mut self, op: &Op) -> Result<()> {
-        self.writer.write(op)
+        self.writer.write(op)?;
+        if self.writer.len() >= self.synced + SYNC_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the records written so far durable (call it without the
+    /// lock, before [`DurableMemory::finish_compaction`]).
+    pub fn sync(&mut self) -> Result<()> {
+        self.writer.sync()?;
+        self.synced = self.writer.len();
+        Ok(())
     }
 }
 
@@ -86,6 +102,7 @@ impl DurableMemory {
             cursor: self.memory.len(),
             chunk: SNAPSHOT_CHUNK.min(MAX_RECORD / 4 / per_item).max(1),
             multipliers: Vec::new(),
+            synced: 0,
         };
         self.compacting = true;
         Ok(job)
@@ -128,8 +145,9 @@ impl DurableMemory {
     /// write lock): the edits logged since it began are copied behind the
     /// snapshot and the new log replaces the old one atomically. On any
     /// failure the old log stays, complete, and a later compaction may
-    /// start.
-    pub fn finish_compaction(&mut self, job: Compaction) -> Result<()> {
+    /// start. The old log's file is deleted when the returned value is
+    /// dropped: drop it after releasing the lock.
+    pub fn finish_compaction(&mut self, job: Compaction) -> Result<Retired> {
         self.compacting = false;
         if let Some(why) = &self.broken {
             job.writer.abandon();
@@ -144,9 +162,9 @@ impl DurableMemory {
             ));
         }
         let snapshot = job.writer.len();
-        self.log.finish_rewrite(job.writer, job.from)?;
+        let retired = self.log.finish_rewrite(job.writer, job.from)?;
         self.compacted_bytes = snapshot;
-        Ok(())
+        Ok(retired)
     }
 
     /// Ends a compaction without installing it (its temp file is removed).
@@ -165,11 +183,11 @@ impl DurableMemory {
                 return Err(e);
             }
         }
-        self.finish_compaction(job)
+        self.finish_compaction(job).map(drop)
     }
 }
 
-/// Runs one compaction of a memory shared behind a `RwLock`, if it
+/// Runs one compaction of a memory shared behind a (fair) `RwLock`, if it
 /// [`DurableMemory::wants_compaction`]: begun and finished under the write
 /// lock, each chunk copied under the read lock and written with no lock
 /// held. `memory` hands out the memory for each step, or `None` once it is
@@ -179,12 +197,11 @@ pub fn compact_shared<M>(memory: impl Fn() -> Option<M>) -> Result<bool>
 where
     M: std::ops::Deref<Target = RwLock<DurableMemory>>,
 {
-    let poisoned = || VisualError::Io("the visual memory's lock is poisoned".into());
     let Some(shared) = memory() else {
         return Ok(false);
     };
     let mut job = {
-        let mut m = shared.write().map_err(|_| poisoned())?;
+        let mut m = shared.write();
         if !m.wants_compaction() {
             return Ok(false);
         }
@@ -195,10 +212,7 @@ where
         let Some(shared) = memory() else {
             return Ok(false);
         };
-        let op = match shared.read() {
-            Ok(m) => m.compaction_chunk(&mut job),
-            Err(_) => break Err(poisoned()),
-        };
+        let op = shared.read().compaction_chunk(&mut job);
         drop(shared);
         match op {
             Some(op) => {
@@ -206,15 +220,20 @@ where
                     break Err(e);
                 }
             }
-            None => break Ok(()),
+            None => break job.sync(),
         }
     };
     let Some(shared) = memory() else {
         return Ok(false);
     };
-    let mut m = shared.write().map_err(|_| poisoned())?;
+    let mut m = shared.write();
     match written {
-        Ok(()) => m.finish_compaction(job).map(|()| true),
+        Ok(()) => {
+            let retired = m.finish_compaction(job)?;
+            drop(m);
+            drop(retired);
+            Ok(true)
+        }
         Err(e) => {
             m.abandon_compaction(job);
             Err(e)

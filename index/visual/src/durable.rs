@@ -108,6 +108,19 @@ impl DurableMemory {
         })
     }
 
+    /// Refuses every later edit until the memory is reopened (which
+    /// replays the log): for a caller whose edit panicked half way, so the
+    /// memory in RAM may differ from its log.
+    pub fn mark_broken(&mut self, why: &str) {
+        self.broken.get_or_insert_with(|| why.to_owned());
+    }
+
+    /// Why edits are refused ([`Self::mark_broken`], or an op that failed
+    /// after it was logged), if they are.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
     /// The memory as it stands (every acknowledged edit applied).
     pub fn memory(&self) -> &VisualMemory {
         &self.memory

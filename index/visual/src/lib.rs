@@ -33,6 +33,7 @@ pub mod vote;
 pub use compact::{compact_shared, Compaction};
 pub use deferred::{BuiltGraph, Edits, GraphJob};
 pub use durable::{DurableMemory, NewItem};
+pub use log::Retired;
 pub use memory::{Hit, Item, Prune, PruneReport, VisualMemory, VisualStats};
 pub use params::VisualParams;
 pub use vote::{aggregate, Aggregation, Decision, DistanceRange, Neighbor, Vote};

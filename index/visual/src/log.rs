@@ -92,6 +92,8 @@ impl Log {
         let path = dir.join("visual.log");
         // A compaction that crashed before its rename leaves only this.
         let _ = std::fs::remove_file(temp_path(&path));
+        // A log a compaction replaced, not yet deleted.
+        let _ = std::fs::remove_file(retired_path(&path));
         if !path.exists() {
             let log = Self::create(&path, dim, std::iter::empty())?;
             sync_parent(&path)?;
@@ -216,7 +218,11 @@ impl Log {
     /// since `writer` was begun) to the end of `writer`, and installs it as
     /// the log (fsync, rename, fsync of the directory). On failure the old
     /// log stays in place, complete, and the temp file is removed.
-    pub(crate) fn finish_rewrite(&mut self, mut writer: LogWriter, from: u64) -> Result<()> {
+    ///
+    /// The old log is kept under a second name and handed back: deleting
+    /// a file of gigabytes takes the file system a while, which the caller
+    /// need not spend holding a lock.
+    pub(crate) fn finish_rewrite(&mut self, mut writer: LogWriter, from: u64) -> Result<Retired> {
         if self.poisoned || !(HEADER..=self.len).contains(&from) {
             writer.abandon();
             return Err(VisualError::Io(format!(
@@ -242,8 +248,25 @@ impl Log {
                 return Err(e);
             }
         }
+        let retired = retired_path(&self.path);
+        let _ = std::fs::remove_file(&retired);
+        // Without the link the rename deletes the old log itself.
+        let kept = std::fs::hard_link(&self.path, &retired).is_ok();
         *self = writer.install(&self.path, self.dim, tail)?;
-        sync_parent(&self.path)
+        sync_parent(&self.path)?;
+        Ok(Retired(kept.then_some(retired)))
+    }
+}
+
+/// A log replaced by a compaction, deleted when this is dropped.
+#[derive(Debug)]
+pub struct Retired(Option<PathBuf>);
+
+impl Drop for Retired {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -276,6 +299,17 @@ impl LogWriter {
     /// Bytes written so far.
     pub(crate) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Makes what was written so far durable, so that the fsync which
+    /// installs the file (under the memory's write lock) has little left
+    /// to write, and a long rewrite never piles up enough dirty pages to
+    /// stall the live log's own fsyncs behind it.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_data())
+            .map_err(|e| io(&self.tmp, e))
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
@@ -337,6 +371,10 @@ impl LogWriter {
 
 fn temp_path(path: &Path) -> PathBuf {
     path.with_extension("log.tmp")
+}
+
+fn retired_path(path: &Path) -> PathBuf {
+    path.with_extension("log.old")
 }
 
 /// Makes a rename in `path`'s directory durable.

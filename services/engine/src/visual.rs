@@ -9,8 +9,11 @@
 //! never during one, and once an edit's call returns (logged, fsynced,
 //! applied) no later classification can see what it removed.
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use mnemos_config::VisualSettings;
 use mnemos_visual::{
@@ -415,20 +418,48 @@ fn visual_error(e: VisualError) -> EngineError {
 /// Reads take over a poisoned lock: the request that panicked was never
 /// acknowledged, and everything acknowledged before it is applied.
 fn read(m: &RwLock<DurableMemory>) -> RwLockReadGuard<'_, DurableMemory> {
-    m.read().unwrap_or_else(|p| p.into_inner())
+    m.read()
 }
 
-/// Writes refuse a poisoned lock: a panic in the middle of an edit may
-/// have left the memory in RAM apart from its log, and only a restart
-/// (which replays the log) brings them together again.
-pub(crate) fn write(m: &RwLock<DurableMemory>) -> Result<RwLockWriteGuard<'_, DurableMemory>> {
-    m.write().map_err(|_| {
-        EngineError::Unavailable(
-            "the visual memory refuses edits after an internal error; restart the server \
-             to replay its log"
-                .into(),
-        )
-    })
+/// The write lock on the memory, for one edit. The lock is fair
+/// (`parking_lot`): std's let a stream of classifications keep an
+/// unlearning request waiting for seconds.
+pub(crate) struct Edit<'a>(RwLockWriteGuard<'a, DurableMemory>);
+
+impl Deref for Edit<'_> {
+    type Target = DurableMemory;
+    fn deref(&self) -> &DurableMemory {
+        &self.0
+    }
+}
+
+impl DerefMut for Edit<'_> {
+    fn deref_mut(&mut self) -> &mut DurableMemory {
+        &mut self.0
+    }
+}
+
+/// A panic in the middle of an edit may have left the memory in RAM apart
+/// from its log, so it refuses every later edit: only a restart (which
+/// replays the log) brings them together again.
+impl Drop for Edit<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.mark_broken("an edit panicked");
+        }
+    }
+}
+
+/// Takes the write lock, refusing if the memory no longer takes edits.
+pub(crate) fn write(m: &RwLock<DurableMemory>) -> Result<Edit<'_>> {
+    let guard = m.write();
+    if let Some(why) = guard.broken() {
+        return Err(EngineError::Unavailable(format!(
+            "the visual memory refuses edits after an internal error ({why}); restart the \
+             server to replay its log"
+        )));
+    }
+    Ok(Edit(guard))
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! that no edit holds the memory's write lock through a long job: the HNSW
 //! graph build and the log compaction.
 
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use parking_lot::RwLock;
 
 use mnemos_visual::{compact_shared, DurableMemory, GraphJob, VisualError};
 
