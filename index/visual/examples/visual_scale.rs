@@ -5,7 +5,8 @@
 //! cargo run --release -p mnemos-visual --example visual_scale -- N \
 //!     [--ef 32,64,128] [--dim 1280] [--queries 500] [--classes 1000] \
 //!     [--rank 48] [--semantic 64] [--noise 0.3] [--m 32] \
-//!     [--ef-construction 100] [--ann-above 10000] [--exact-timed 50]
+//!     [--ef-construction 100] [--ann-above 10000] [--exact-timed 50] \
+//!     [--prune K]
 //! ```
 //!
 //! The data come from `tests/support/synthetic.rs` (documented there):
@@ -21,8 +22,10 @@
 //! `classify_with_ef` with RankVoting and k = 10, one query at a time on
 //! one thread. The exact scan's own latency is timed on the first
 //! `--exact-timed` queries (the rest of the ground truth is computed on
-//! all cores). Progress goes to stderr; the last stdout line is one JSON
-//! object with every figure.
+//! all cores). With `--prune K`, a soft-pruning pass is then planned over
+//! the whole memory (one top-K search per item, on all cores; what the
+//! admin prune route does under the read lock) and timed. Progress goes
+//! to stderr; the last stdout line is one JSON object with every figure.
 
 #[path = "../tests/support/synthetic.rs"]
 mod synthetic;
@@ -31,7 +34,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mnemos_hnsw::HnswParams;
-use mnemos_visual::{Aggregation, VisualMemory, VisualParams};
+use mnemos_visual::{Aggregation, Prune, VisualMemory, VisualParams};
 use synthetic::{Spec, Synthetic};
 
 const K: usize = 10;
@@ -45,6 +48,7 @@ struct Args {
     queries: usize,
     params: VisualParams,
     exact_timed: usize,
+    prune: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -60,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
         queries: 500,
         params: defaults,
         exact_timed: 50,
+        prune: None,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -75,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
             "--ef-construction" => a.params.hnsw.ef_construction = number(&value)?,
             "--ann-above" => a.params.ann_above = number(&value)?,
             "--exact-timed" => a.exact_timed = number(&value)?,
+            "--prune" => a.prune = Some(number(&value)?),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -236,6 +242,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "p99_ms": p99, "accuracy": accuracy,
         }));
     }
+    let pruning = match args.prune {
+        Some(k) => {
+            let started = Instant::now();
+            let report = memory.plan_prune(Prune::Soft { k })?;
+            let s = started.elapsed().as_secs_f64();
+            let flagged = report.downweighted().count();
+            eprintln!(
+                "soft prune, top-{k}: planned in {s:.1} s ({:.3} ms per item); \
+                 {flagged} of {} items were a wrong-label neighbour at least once",
+                s * 1e3 / n.max(1) as f64,
+                report.examined
+            );
+            serde_json::json!({"k": k, "plan_s": s, "flagged": flagged})
+        }
+        None => serde_json::Value::Null,
+    };
     let (rss, peak) = rss_mib();
     let report = serde_json::json!({
         "n": n, "dim": dim, "classes": args.spec.classes, "rank": args.spec.rank,
@@ -245,7 +267,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ann_above": params.ann_above,
         "build_s": build_s, "generate_s": generating.as_secs_f64(),
         "exact_p50_ms": exact_p50, "rss_mib": rss, "peak_rss_mib": peak,
-        "results": results,
+        "results": results, "prune": pruning,
     });
     println!("{report}");
     Ok(())
