@@ -112,6 +112,33 @@ fn dataset_table(out: &mut String, name: &str, set: &DatasetReport) {
         }
         let _ = writeln!(out);
     }
+    if let Some(cv) = &set.cross_validated {
+        let _ = writeln!(
+            out,
+            "  cross-validated, {} folds ({} queries: every image once):",
+            cv.folds, cv.queries
+        );
+        for (aggregation, by_k) in &cv.accuracy {
+            let _ = write!(out, "  {aggregation:<14}");
+            for k in KS {
+                let _ = write!(out, "{:>8}", by_k.get(&k).map_or("-".into(), |a| pct(*a)));
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(
+            out,
+            "  queries only RankVoting / only plurality gets right (exact McNemar p):"
+        );
+        let _ = write!(out, "   ");
+        for (k, d) in &cv.rank_voting_vs_plurality {
+            let _ = write!(
+                out,
+                " k={k} +{}/-{} (p {:.2e});",
+                d.only_rank_voting, d.only_plurality, d.p_value
+            );
+        }
+        let _ = writeln!(out);
+    }
     let p = &set.linear_probe;
     let _ = writeln!(
         out,

@@ -18,6 +18,7 @@
 pub mod data;
 pub mod encode;
 pub mod experiments;
+pub mod folds;
 pub mod knn;
 pub mod probe;
 pub mod split;
@@ -32,6 +33,7 @@ use serde::Serialize;
 
 pub use data::Dataset;
 pub use experiments::{PruningReport, UnlearnReport};
+pub use folds::{CrossValidation, Discordant};
 pub use knn::ClassAccuracy;
 pub use probe::ProbeReport;
 pub use split::Split;
@@ -112,6 +114,9 @@ pub struct DatasetReport {
     pub split: String,
     /// Query accuracy: aggregation → k → accuracy.
     pub accuracy: BTreeMap<&'static str, BTreeMap<usize, f64>>,
+    /// The same grid cross-validated: each fold of the split rule in turn
+    /// is the query set, so every image is queried once ([`folds`]).
+    pub cross_validated: Option<CrossValidation>,
     pub linear_probe: ProbeReport,
     pub unlearn: UnlearnReport,
     pub pruning: PruningReport,
@@ -184,13 +189,20 @@ pub fn run_with_progress(
 
     let mut datasets = BTreeMap::new();
     for (set, every, embeddings) in encoded {
+        progress(Progress::Stage {
+            dataset: set.name,
+            stage: "cross-validated kNN accuracy",
+        });
+        let cross_validated =
+            folds::cross_validate(set.name, &embeddings, &set.labels, every, opts.threads)?;
         let split = Split::new(set.name, embeddings, &set.labels, every);
-        let report = evaluate(&split, set.len(), every, opts.threads, &|stage| {
+        let mut report = evaluate(&split, set.len(), every, opts.threads, &|stage| {
             progress(Progress::Stage {
                 dataset: set.name,
                 stage,
             })
         })?;
+        report.cross_validated = Some(cross_validated);
         datasets.insert(set.name, report);
     }
     Ok(Report {
@@ -267,6 +279,7 @@ pub fn evaluate(
             every - 1
         ),
         accuracy,
+        cross_validated: None,
         linear_probe,
         unlearn,
         pruning,

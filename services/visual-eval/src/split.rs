@@ -33,6 +33,32 @@ impl Split {
     /// Splits `embeddings` (one per image, in file order) by the rule
     /// above.
     pub fn new(name: &str, embeddings: Vec<Vec<f32>>, labels: &[u8], every: usize) -> Self {
+        Self::by(name, embeddings.into_iter(), labels, |i| {
+            Self::is_query(i, every)
+        })
+    }
+
+    /// Fold `fold` of `every` as the query set (image `i` is a query when
+    /// `i % every == fold`; the fixed split is fold `every - 1`) and the
+    /// rest as the memory, for cross-validation; the rows are copied.
+    pub fn fold(
+        name: &str,
+        embeddings: &[Vec<f32>],
+        labels: &[u8],
+        every: usize,
+        fold: usize,
+    ) -> Self {
+        Self::by(name, embeddings.iter().cloned(), labels, |i| {
+            i % every == fold
+        })
+    }
+
+    fn by(
+        name: &str,
+        rows: impl Iterator<Item = Vec<f32>>,
+        labels: &[u8],
+        is_query: impl Fn(usize) -> bool,
+    ) -> Self {
         let mut split = Split {
             memory_ids: Vec::new(),
             memory_labels: Vec::new(),
@@ -40,8 +66,8 @@ impl Split {
             query_labels: Vec::new(),
             query_rows: Vec::new(),
         };
-        for (i, (row, &digit)) in embeddings.into_iter().zip(labels).enumerate() {
-            if Self::is_query(i, every) {
+        for (i, (row, &digit)) in rows.zip(labels).enumerate() {
+            if is_query(i) {
                 split.query_labels.push(digit);
                 split.query_rows.push(row);
             } else {
@@ -100,5 +126,10 @@ mod tests {
         assert_eq!(split.memory_labels, [0, 1, 2, 3, 5, 6, 7, 8]);
         assert_eq!(split.memory_ids[4], "t-00005");
         assert_eq!(split.memory().unwrap().len(), 8);
+        let rows: Vec<Vec<f32>> = (0..10).map(|i| vec![1.0, i as f32]).collect();
+        let last = Split::fold("t", &rows, &labels, 5, 4);
+        assert_eq!(last.query_labels, split.query_labels);
+        assert_eq!(last.memory_ids, split.memory_ids);
+        assert_eq!(Split::fold("t", &rows, &labels, 5, 0).query_labels, [0, 5]);
     }
 }

@@ -110,6 +110,15 @@ fn quick_run_reports_every_figure() {
         let rank_voting = set["accuracy"]["rank_voting"]["10"].as_f64().unwrap();
         assert!(rank_voting > 0.5, "{name}: {rank_voting}");
         assert!(set["linear_probe"]["accuracy"].as_f64().unwrap() > 0.5);
+        // Cross-validation queries every image once, and its last fold is
+        // the fixed split.
+        let cv = &set["cross_validated"];
+        assert_eq!(cv["queries"], 250, "{name}");
+        let cv_rank_voting = cv["accuracy"]["rank_voting"]["10"].as_f64().unwrap();
+        assert!(cv_rank_voting > 0.5, "{name}: {cv_rank_voting}");
+        let d = &cv["rank_voting_vs_plurality"]["10"];
+        let p = d["p_value"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{d}");
 
         let unlearn = &set["unlearn"];
         assert!(unlearn["removed"].as_u64().unwrap() > 0);
