@@ -61,7 +61,7 @@ impl Default for VisualSettings {
             ann_above: 10_000,
             m: 32,
             ef_construction: 100,
-            ef_search: 64,
+            ef_search: 96,
         }
     }
 }

@@ -30,7 +30,7 @@ pub struct VisualParams {
     /// 10k items on two cores), holding that write.
     pub ann_above: usize,
     /// The graph's parameters (defaults: m = 32, ef_construction = 100,
-    /// ef_search = 64).
+    /// ef_search = 96).
     ///
     /// `m = 32`, not the dense index's 16: hnsw_rs prunes a full neighbour
     /// list by distance alone, so in a memory of many samples per class
@@ -40,10 +40,12 @@ pub struct VisualParams {
     /// classes) m = 16 fell to recall@10 0.76 at ef 64, and to 0.51 at 1M
     /// items; m = 32 leaves room for those links and gave 0.999 on the
     /// former, at the same build speed and memory.
-    /// `ef_search = 64`: at 1M items (m = 32, ef_construction = 100; built
-    /// in 33 min on two shared cores, 12.8 GB resident) it gave recall@10
-    /// 0.951 at p50 1.8 ms (p99 4.1 ms); ef 96 gave 0.984 at p50 2.1 ms,
-    /// ef 32 0.85 at 1.3 ms. Requests may pass their own `ef`.
+    /// `ef_search = 96`: at 1M items (m = 32, ef_construction = 100; built
+    /// in 17 min on two idle cores, 12.8 GB resident) it gave recall@10
+    /// 0.973 at p50 1.86 ms (p99 4.2 ms), where ef 64 gave 0.939 at
+    /// 1.52 ms (and 0.951 at 1.8 ms in an earlier build), too close to or
+    /// under 0.95 (`visual_scale 1000000 --ef 64,96`). Requests may pass
+    /// their own `ef`; small memories need less (0.999 at ef 64 at 20k).
     /// `ef_construction = 100` rather than 64: 64 built 2.4× faster but
     /// cost 0.02 recall at ef 64 already at 200k items.
     ///
@@ -61,7 +63,7 @@ impl Default for VisualParams {
             hnsw: HnswParams {
                 m: 32,
                 ef_construction: 100,
-                ef_search: 64,
+                ef_search: 96,
                 exact_below: 10_000,
                 ..HnswParams::default()
             },

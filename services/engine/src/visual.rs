@@ -295,12 +295,12 @@ impl Visual {
     }
 
     /// Runs a pruning pass: planned under the read lock (one top-k search
-    /// per item, so classifications and edits go on meanwhile; ~2 ms per
-    /// item on 2 cores at 1280-d), then logged and applied under the
+    /// per item, so classifications and edits go on meanwhile; 19 min at
+    /// 1M × 1280-d on 2 cores), then logged and applied under the
     /// write lock. An edit in between makes the plan stale: it is planned
     /// again off the lock, up to [`PRUNE_PASSES`] times, and never under
     /// the write lock, which at a million items would stop every edit
-    /// and classification for half an hour.
+    /// and classification for that long.
     pub async fn prune(&self, how: Prune) -> Result<(PruneReport, usize)> {
         let (memory, counts, dim) = (Arc::clone(&self.memory), Arc::clone(&self.counts), self.dim);
         blocking(move || {
