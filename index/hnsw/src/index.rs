@@ -22,7 +22,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+// Fair: std's RwLock lets back-to-back searches starve a write for seconds.
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -324,11 +327,11 @@ pub(crate) fn to_hits(points: &PointTable, scored: &[(usize, f32)]) -> Vec<Hit> 
 /// at worst it perturbs ranking until the next compaction drops it.
 impl Inner {
     pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
+        self.state.read()
     }
 
     pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
+        self.state.write()
     }
 
     pub(crate) fn lock_writer(&self) -> MutexGuard<'_, ()> {

@@ -29,7 +29,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+// Fair: std's RwLock lets back-to-back searches starve a write for seconds.
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use mnemos_hypencoder::QNets;
@@ -332,11 +335,11 @@ impl HypencoderIndex {
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
+        self.state.read()
     }
 
     fn write_state(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
+        self.state.write()
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, ()> {

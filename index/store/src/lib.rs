@@ -38,7 +38,10 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+// Fair: std's RwLock lets back-to-back searches starve a write for seconds.
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use mnemos_index_core::{Document, Seq};
 
@@ -343,11 +346,11 @@ impl Store {
     // halfway through a write in a way that matters (a panic inside would be
     // an allocation failure), so a poisoned lock still guards a usable map.
     fn read_docs(&self) -> RwLockReadGuard<'_, HashMap<String, Entry>> {
-        self.docs.read().unwrap_or_else(PoisonError::into_inner)
+        self.docs.read()
     }
 
     fn write_docs(&self) -> RwLockWriteGuard<'_, HashMap<String, Entry>> {
-        self.docs.write().unwrap_or_else(PoisonError::into_inner)
+        self.docs.write()
     }
 }
 
