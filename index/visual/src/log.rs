@@ -95,7 +95,7 @@ impl Log {
         // A log a compaction replaced, not yet deleted.
         let _ = std::fs::remove_file(retired_path(&path));
         if !path.exists() {
-            let log = Self::create(&path, dim, std::iter::empty())?;
+            let log = Self::create(&path, dim)?;
             sync_parent(&path)?;
             return Ok(log);
         }
@@ -138,19 +138,10 @@ impl Log {
         })
     }
 
-    /// Writes a new log holding `ops` atomically (temp file, fsync, rename,
-    /// fsync of the directory), for creation and compaction. Ops are
-    /// encoded and written one at a time, so a snapshot of a large memory
-    /// is never held in memory whole.
-    fn create(path: &Path, dim: usize, ops: impl IntoIterator<Item = Op>) -> Result<Log> {
-        let mut writer = LogWriter::create(path, dim)?;
-        for op in ops {
-            if let Err(e) = writer.write(&op) {
-                writer.abandon();
-                return Err(e);
-            }
-        }
-        writer.install(path, dim, 0)
+    /// Writes an empty log atomically (temp file, fsync, rename; the caller
+    /// fsyncs the directory).
+    fn create(path: &Path, dim: usize) -> Result<Log> {
+        LogWriter::create(path, dim)?.install(path, dim)
     }
 
     /// Appends `op` and fsyncs: when this returns, the edit survives a crash.
@@ -193,14 +184,6 @@ impl Log {
         self.len
     }
 
-    /// Replaces the log by one holding just `ops` (the live state). Once
-    /// the rename is done this handle appends to the new file, even if the
-    /// directory fsync then fails.
-    pub fn rewrite(&mut self, ops: impl IntoIterator<Item = Op>) -> Result<()> {
-        *self = Self::create(&self.path, self.dim, ops)?;
-        sync_parent(&self.path)
-    }
-
     /// Starts a new log beside this one (`visual.log.tmp`), to be filled
     /// while this one still takes appends and then installed by
     /// [`Log::finish_rewrite`].
@@ -230,29 +213,15 @@ impl Log {
                 self.path.display()
             )));
         }
-        let tail = self.len - from;
-        let copied = File::open(&self.path)
-            .and_then(|mut f| {
-                f.seek(SeekFrom::Start(from))?;
-                std::io::copy(&mut f.take(tail), &mut writer.out)
-            })
-            .map_err(|e| io(&self.path, e));
-        match copied {
-            Ok(n) if n == tail => {}
-            Ok(n) => {
-                writer.abandon();
-                return Err(corrupt(&self.path, format!("read {n} of {tail} bytes")));
-            }
-            Err(e) => {
-                writer.abandon();
-                return Err(e);
-            }
+        if let Err(e) = writer.copy_records(&self.path, from, self.len - from) {
+            writer.abandon();
+            return Err(e);
         }
         let retired = retired_path(&self.path);
         let _ = std::fs::remove_file(&retired);
         // Without the link the rename deletes the old log itself.
         let kept = std::fs::hard_link(&self.path, &retired).is_ok();
-        *self = writer.install(&self.path, self.dim, tail)?;
+        *self = writer.install(&self.path, self.dim)?;
         sync_parent(&self.path)?;
         Ok(Retired(kept.then_some(retired)))
     }
@@ -331,11 +300,26 @@ impl LogWriter {
         self.put(&payload)
     }
 
-    /// Fsyncs the file (plus `extra` bytes copied into it behind
-    /// [`Self::write`]'s back) and renames it to `path`. The append handle
-    /// is opened on the temp file before the rename, so from the rename on
-    /// it is the live log's, whatever fails after.
-    fn install(self, path: &Path, dim: usize, extra: u64) -> Result<Log> {
+    /// Appends `n` bytes of whole records read from `path` at `from` (the
+    /// records a live log took while this one was written).
+    fn copy_records(&mut self, path: &Path, from: u64, n: u64) -> Result<()> {
+        let copied = File::open(path)
+            .and_then(|mut f| {
+                f.seek(SeekFrom::Start(from))?;
+                std::io::copy(&mut f.take(n), &mut self.out)
+            })
+            .map_err(|e| io(path, e))?;
+        self.len += copied;
+        if copied != n {
+            return Err(corrupt(path, format!("read {copied} of {n} bytes")));
+        }
+        Ok(())
+    }
+
+    /// Fsyncs the file and renames it to `path`. The append handle is
+    /// opened on the temp file before the rename, so from the rename on it
+    /// is the live log's, whatever fails after.
+    fn install(self, path: &Path, dim: usize) -> Result<Log> {
         let LogWriter { out, tmp, len } = self;
         let synced = out
             .into_inner()
@@ -357,7 +341,7 @@ impl LogWriter {
             file,
             path: path.to_path_buf(),
             dim,
-            len: len + extra,
+            len,
             poisoned: false,
         })
     }

@@ -21,7 +21,7 @@ use mnemos_visual::{
 };
 
 use crate::images::ImagePool;
-use crate::visual_jobs::{build_graph, compact_log};
+use crate::visual_jobs::{build_graph, end_edit};
 use crate::{blocking, EngineError, Result};
 
 /// Most neighbours a request may ask for.
@@ -254,10 +254,8 @@ impl Visual {
             // The upsert that reaches `ann_above` leaves the graph to a
             // background build instead of holding the lock through it.
             let job = guard.graph_job();
-            let compact = guard.wants_compaction();
-            drop(guard);
+            end_edit(&memory, guard);
             build_graph(&memory, &counts, dim, job);
-            compact_log(&memory, compact);
             Ok(items)
         })
         .await
@@ -271,9 +269,7 @@ impl Visual {
             let mut guard = write(&memory)?;
             let out = guard.remove(&[&id]).map_err(visual_error);
             let after = update(&counts, &guard, dim, Ok(()))?;
-            let compact = guard.wants_compaction();
-            drop(guard);
-            compact_log(&memory, compact);
+            end_edit(&memory, guard);
             Ok((out?, after.items))
         })
         .await
@@ -286,9 +282,7 @@ impl Visual {
             let mut guard = write(&memory)?;
             let out = guard.remove_class(&label).map_err(visual_error);
             let after = update(&counts, &guard, dim, Ok(()))?;
-            let compact = guard.wants_compaction();
-            drop(guard);
-            compact_log(&memory, compact);
+            end_edit(&memory, guard);
             Ok((out?, after.items))
         })
         .await
@@ -318,9 +312,7 @@ impl Visual {
                 }
                 let out = guard.apply_prune(how, report, at).map_err(visual_error);
                 let after = update(&counts, &guard, dim, Ok(()))?;
-                let compact = guard.wants_compaction();
-                drop(guard);
-                compact_log(&memory, compact);
+                end_edit(&memory, guard);
                 return Ok((out?, after.items));
             }
             Err(EngineError::Overloaded(format!(
@@ -373,7 +365,7 @@ impl Visual {
     }
 }
 
-pub(crate) fn counts_of(memory: &DurableMemory, dim: usize) -> VisualCounts {
+fn counts_of(memory: &DurableMemory, dim: usize) -> VisualCounts {
     let stats = memory.memory().stats();
     VisualCounts {
         items: stats.items,
@@ -431,8 +423,9 @@ fn visual_error(e: VisualError) -> EngineError {
     }
 }
 
-/// Reads take over a poisoned lock: the request that panicked was never
-/// acknowledged, and everything acknowledged before it is applied.
+/// Reads go on after an edit panicked (the lock does not poison): that
+/// edit was never acknowledged, and everything acknowledged before it is
+/// applied.
 fn read(m: &RwLock<DurableMemory>) -> RwLockReadGuard<'_, DurableMemory> {
     m.read()
 }

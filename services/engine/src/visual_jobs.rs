@@ -8,7 +8,7 @@ use parking_lot::RwLock;
 
 use mnemos_visual::{compact_shared, DurableMemory, GraphJob, VisualError};
 
-use crate::visual::{update, write, VisualCounts};
+use crate::visual::{update, write, Edit, VisualCounts};
 
 /// Rounds of catching up a built graph off the lock before the switch.
 const CATCH_UP_ROUNDS: usize = 8;
@@ -47,12 +47,15 @@ pub(crate) fn build_graph(
     }
 }
 
-/// Compacts the memory's log on a thread of its own when `wanted`
-/// ([`DurableMemory::wants_compaction`]): chunks of the live state are
+/// Ends an edit: releases its write lock (`edit`, taken on `memory`),
+/// then, if the log has doubled ([`DurableMemory::wants_compaction`]),
+/// compacts it on a thread of its own: chunks of the live state are
 /// copied under the read lock and written with no lock held, so
 /// classifications and edits go on meanwhile ([`compact_shared`]). The
 /// thread holds the memory only weakly, like [`build_graph`]'s.
-pub(crate) fn compact_log(memory: &Arc<RwLock<DurableMemory>>, wanted: bool) {
+pub(crate) fn end_edit(memory: &Arc<RwLock<DurableMemory>>, edit: Edit<'_>) {
+    let wanted = edit.wants_compaction();
+    drop(edit);
     if !wanted {
         return;
     }

@@ -52,10 +52,7 @@ pub fn cross_validate(
     every: usize,
     threads: usize,
 ) -> Result<CrossValidation> {
-    let grid: Vec<(Aggregation, usize)> = Aggregation::ALL
-        .iter()
-        .flat_map(|&a| KS.iter().map(move |&k| (a, k)))
-        .collect();
+    let grid = knn::grid();
     // Per grid cell, per query over all folds.
     let mut correct: Vec<Vec<bool>> = vec![Vec::with_capacity(labels.len()); grid.len()];
     for fold in 0..every {
@@ -73,13 +70,7 @@ pub fn cross_validate(
             all.extend(cell);
         }
     }
-    let mut accuracy: BTreeMap<&'static str, BTreeMap<usize, f64>> = BTreeMap::new();
-    for (&(a, k), c) in grid.iter().zip(&correct) {
-        accuracy
-            .entry(a.name())
-            .or_default()
-            .insert(k, knn::fraction(c));
-    }
+    let accuracy = knn::accuracy_table(&grid, &correct);
     let cell =
         |a: Aggregation, k: usize| grid.iter().position(|&g| g == (a, k)).map(|i| &correct[i]);
     let mut rank_voting_vs_plurality = BTreeMap::new();

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use mnemos_visual::{aggregate, Aggregation, DistanceRange, VisualMemory};
 
-use crate::Result;
+use crate::{Result, KS};
 
 /// The label the memory stores for a digit.
 pub fn label(digit: u8) -> String {
@@ -141,4 +141,25 @@ impl ClassAccuracy {
 /// The fraction of `true`s.
 pub fn fraction(correct: &[bool]) -> f64 {
     correct.iter().filter(|&&c| c).count() as f64 / correct.len().max(1) as f64
+}
+
+/// Every `(aggregation, k)` cell the evaluation scores: each aggregation
+/// at each of [`KS`].
+pub fn grid() -> Vec<(Aggregation, usize)> {
+    Aggregation::ALL
+        .iter()
+        .flat_map(|&a| KS.iter().map(move |&k| (a, k)))
+        .collect()
+}
+
+/// Aggregation → k → accuracy, from [`correctness`] over `grid`.
+pub fn accuracy_table(
+    grid: &[(Aggregation, usize)],
+    correct: &[Vec<bool>],
+) -> BTreeMap<&'static str, BTreeMap<usize, f64>> {
+    let mut accuracy: BTreeMap<&'static str, BTreeMap<usize, f64>> = BTreeMap::new();
+    for (&(a, k), c) in grid.iter().zip(correct) {
+        accuracy.entry(a.name()).or_default().insert(k, fraction(c));
+    }
+    accuracy
 }

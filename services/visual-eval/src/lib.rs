@@ -28,7 +28,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use mnemos_vision::{EncoderOptions, ImageEncoder};
-use mnemos_visual::Aggregation;
 use serde::Serialize;
 
 pub use data::Dataset;
@@ -229,10 +228,7 @@ pub fn evaluate(
     let knn_started = Instant::now();
     let memory = split.memory()?;
     let range = memory.distance_range();
-    let grid: Vec<(Aggregation, usize)> = Aggregation::ALL
-        .iter()
-        .flat_map(|&a| KS.iter().map(move |&k| (a, k)))
-        .collect();
+    let grid = knn::grid();
     let queries = split.query_refs();
     let correct = knn::correctness(
         &memory,
@@ -242,13 +238,7 @@ pub fn evaluate(
         &grid,
         threads,
     )?;
-    let mut accuracy: BTreeMap<&'static str, BTreeMap<usize, f64>> = BTreeMap::new();
-    for (&(a, k), c) in grid.iter().zip(&correct) {
-        accuracy
-            .entry(a.name())
-            .or_default()
-            .insert(k, knn::fraction(c));
-    }
+    let accuracy = knn::accuracy_table(&grid, &correct);
     let knn_seconds = knn_started.elapsed().as_secs_f64();
 
     stage("linear probe");
