@@ -18,18 +18,23 @@
 //! ([`crate::packed`]) rather than re-packed by gemm on every call, which
 //! dominated short inputs such as search queries.
 //!
-//! Uses `candle_nn::LayerNorm`, which has no gradient (`PITFALLS.md`): do
-//! not fine-tune through this module.
+//! - layer norms handed to rayon's pool one by one (candle-nn's runs its
+//!   rows through `par_iter`): our own, on the calling thread, with the
+//!   residual addition in the same pass, see [`crate::norm`].
+//!
+//! The layer norms and the in-place softmax and GELU have no gradient:
+//! do not fine-tune through this module.
 //!
 //! Tensor names follow Hugging Face's `BertModel` (an optional `bert.`
 //! prefix is accepted), so any BERT checkpoint in safetensors loads.
 
 use candle_core::{bail, Result, Tensor};
-use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, Module, VarBuilder};
+use candle_nn::{embedding, Embedding, Module, VarBuilder};
 use serde::Deserialize;
 use tracing::Span;
 
 use crate::gelu::gelu_in_place;
+use crate::norm::LayerNorm;
 use crate::packed::FastLinear;
 use crate::softmax::masked_softmax_in_place;
 
@@ -153,7 +158,7 @@ impl Embeddings {
                 "position_embeddings.weight",
             )?,
             token_type: embedding(cfg.type_vocab_size, hidden, vb.pp("token_type_embeddings"))?,
-            norm: layer_norm(hidden, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
+            norm: LayerNorm::load(hidden, cfg.layer_norm_eps, vb.pp("LayerNorm"))?,
             span: tracing::trace_span!("embeddings"),
         })
     }
@@ -169,7 +174,9 @@ impl Embeddings {
         }
         let xs = (self.word.forward(ids)? + self.token_type.forward(type_ids)?)?
             .broadcast_add(&self.position.narrow(0, 0, seq)?)?;
-        self.norm.forward(&xs)
+        // `xs` is the fresh sum above, shared with nothing.
+        self.norm.forward_in_place(&xs)?;
+        Ok(xs)
     }
 }
 
@@ -219,10 +226,10 @@ impl Layer {
         Ok(Self {
             qkv,
             attn_out: linear(attn.pp("output.dense"), hidden, hidden)?,
-            attn_norm: layer_norm(hidden, cfg.layer_norm_eps, attn.pp("output.LayerNorm"))?,
+            attn_norm: LayerNorm::load(hidden, cfg.layer_norm_eps, attn.pp("output.LayerNorm"))?,
             ffn_in: linear(vb.pp("intermediate.dense"), hidden, cfg.intermediate_size)?,
             ffn_out: linear(vb.pp("output.dense"), cfg.intermediate_size, hidden)?,
-            ffn_norm: layer_norm(hidden, cfg.layer_norm_eps, vb.pp("output.LayerNorm"))?,
+            ffn_norm: LayerNorm::load(hidden, cfg.layer_norm_eps, vb.pp("output.LayerNorm"))?,
             act: cfg.hidden_act,
             heads,
             head_dim,
@@ -250,9 +257,11 @@ impl Layer {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((batch, seq, hidden))?;
-        let xs = self
-            .attn_norm
-            .forward(&(self.attn_out.forward(&context)? + xs)?)?;
+        // Each projection's output is fresh: normalised in place, with the
+        // residual added in the same pass.
+        let attended = self.attn_out.forward(&context)?;
+        self.attn_norm.add_forward_in_place(&attended, xs)?;
+        let xs = attended;
 
         let inner = self.ffn_in.forward(&xs)?;
         let inner = match self.act {
@@ -264,8 +273,9 @@ impl Layer {
             HiddenAct::GeluNew => inner.gelu()?,
             HiddenAct::Relu => inner.relu()?,
         };
-        self.ffn_norm
-            .forward(&(self.ffn_out.forward(&inner)? + &xs)?)
+        let out = self.ffn_out.forward(&inner)?;
+        self.ffn_norm.add_forward_in_place(&out, &xs)?;
+        Ok(out)
     }
 }
 

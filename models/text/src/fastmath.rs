@@ -1,9 +1,27 @@
 //! Branch-free f32 math that the compiler vectorises, for the element-wise
-//! hot loops of the encoder (GELU, softmax): libm's scalar `expf`/`erff`
+//! hot loops of the encoder (GELU, softmax, layer norm): libm's scalar `expf`/`erff`
 //! cost ~10–18% of one-thread inference time each where candle calls them.
 //!
 //! The loops that use it run under [`mnemos_models_core::simd::vectorized`],
 //! compiled for AVX-512 or AVX2+FMA as the CPU allows.
+
+/// Lanes of [`sum`]: floating-point reductions are not reassociated by
+/// the compiler, so a plain loop stays scalar; independent lane
+/// accumulators let it use full vector registers.
+pub(crate) const LANES: usize = 16;
+
+/// The sum of `xs`, in [`LANES`] partial sums.
+#[inline(always)]
+pub(crate) fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in chunks.by_ref() {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
 
 /// `exp(-z)` for `z ≥ 0`; `z` above 87 (and NaN) gives `e^-87`, the
 /// smallest normal result, so callers that need exact zeros mask instead.

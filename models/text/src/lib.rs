@@ -42,6 +42,7 @@ mod fastmath;
 mod gelu;
 mod layout;
 mod minilm;
+mod norm;
 mod packed;
 mod pooling;
 mod softmax;

@@ -13,12 +13,7 @@ use candle_core::{bail, CpuStorage, InplaceOp2, Layout, Result, Tensor};
 
 use mnemos_models_core::simd::{vectorized, Kernel};
 
-use crate::fastmath::exp_neg;
-
-/// Lanes of the max and sum reductions: floating-point reductions are not
-/// reassociated by the compiler, so a plain loop stays scalar; independent
-/// lane accumulators let it use full vector registers.
-const LANES: usize = 16;
+use crate::fastmath::{exp_neg, sum, LANES};
 
 /// Largest score among the real keys, `-inf` if there is none.
 #[inline(always)]
@@ -42,18 +37,6 @@ fn masked_max(row: &[f32], mask: &[f32]) -> f32 {
         }
     }
     acc.into_iter().fold(f32::NEG_INFINITY, f32::max)
-}
-
-#[inline(always)]
-fn sum(row: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for xs in chunks.by_ref() {
-        for l in 0..LANES {
-            acc[l] += xs[l];
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
 /// Softmax of one row of scores over the keys whose `mask` is 1.
