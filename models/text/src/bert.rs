@@ -14,6 +14,10 @@
 //! - separate query, key and value products and a separate `1/√d` scaling:
 //!   one fused projection whose query rows are pre-scaled at load time.
 //!
+//! A batch runs its texts end to end as one `(tokens, hidden)` matrix,
+//! padded only inside attention ([`crate::ragged`]), so the linear layers
+//! never compute padding rows.
+//!
 //! The linear layers multiply by weights packed once at load
 //! ([`crate::packed`]) rather than re-packed by gemm on every call, which
 //! dominated short inputs such as search queries.
@@ -36,6 +40,7 @@ use tracing::Span;
 use crate::gelu::gelu_in_place;
 use crate::norm::LayerNorm;
 use crate::packed::FastLinear;
+use crate::ragged::Ragged;
 use crate::softmax::masked_softmax_in_place;
 
 /// The parts of Hugging Face's `config.json` for BERT that inference uses.
@@ -125,14 +130,17 @@ impl Bert {
         })
     }
 
-    /// Token vectors `(batch, seq, hidden)` for `ids` and `type_ids`
-    /// `(batch, seq)` u32; `mask` `(batch, seq)` f32 is 1 for real tokens,
-    /// 0 for padding, which no real token then attends to.
-    pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// Token vectors `(tokens, hidden)` for a batch of texts laid end to
+    /// end ([`Ragged`]): `ids` and `type_ids` are `(tokens)` u32, in the
+    /// order of `batch`'s lengths.
+    pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, batch: &Ragged) -> Result<Tensor> {
         let _entered = self.span.enter();
-        let mut xs = self.embeddings.forward(ids, type_ids)?;
+        let positions = batch.positions(ids.device())?;
+        let mut xs = self
+            .embeddings
+            .forward(ids, type_ids, &positions, batch.longest())?;
         for layer in &self.layers {
-            xs = layer.forward(&xs, mask)?;
+            xs = layer.forward(&xs, batch)?;
         }
         Ok(xs)
     }
@@ -140,8 +148,7 @@ impl Bert {
 
 struct Embeddings {
     word: Embedding,
-    /// `(max_position_embeddings, hidden)`; positions are 0..seq, so a
-    /// slice of the table replaces a lookup.
+    /// `(max_position_embeddings, hidden)`.
     position: Tensor,
     token_type: Embedding,
     norm: LayerNorm,
@@ -163,17 +170,24 @@ impl Embeddings {
         })
     }
 
-    fn forward(&self, ids: &Tensor, type_ids: &Tensor) -> Result<Tensor> {
+    /// `(tokens, hidden)`; `longest` is the longest text's length, which
+    /// must fit the position table.
+    fn forward(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        positions: &Tensor,
+        longest: usize,
+    ) -> Result<Tensor> {
         let _entered = self.span.enter();
-        let seq = ids.dim(1)?;
-        if seq > self.position.dim(0)? {
+        if longest > self.position.dim(0)? {
             bail!(
-                "{seq} tokens exceed the {} positions",
+                "{longest} tokens exceed the {} positions",
                 self.position.dim(0)?
             );
         }
-        let xs = (self.word.forward(ids)? + self.token_type.forward(type_ids)?)?
-            .broadcast_add(&self.position.narrow(0, 0, seq)?)?;
+        let xs = ((self.word.forward(ids)? + self.token_type.forward(type_ids)?)?
+            + self.position.index_select(positions, 0)?)?;
         // `xs` is the fresh sum above, shared with nothing.
         self.norm.forward_in_place(&xs)?;
         Ok(xs)
@@ -237,26 +251,30 @@ impl Layer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// `xs` `(tokens, hidden)`, the texts of `batch` end to end.
+    fn forward(&self, xs: &Tensor, batch: &Ragged) -> Result<Tensor> {
         let _entered = self.span.enter();
-        let (batch, seq, hidden) = xs.dims3()?;
+        let hidden = xs.dim(1)?;
+        let (texts, seq) = (batch.lengths().len(), batch.longest());
 
-        // (batch, seq, 3, heads, head_dim) -> (3, batch, heads, seq, head_dim)
-        let qkv = self
-            .qkv
-            .forward(xs)?
-            .reshape((batch, seq, 3, self.heads, self.head_dim))?
+        // Attention alone needs the texts apart: (tokens, 3·hidden) ->
+        // (texts, seq, 3, heads, head_dim) -> (3, texts, heads, seq, head_dim)
+        let qkv = batch
+            .pad(&self.qkv.forward(xs)?)?
+            .reshape((texts, seq, 3, self.heads, self.head_dim))?
             .permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         // `probs` is this fresh product, turned into weights in place.
         let probs = q.matmul(&k.t()?)?;
-        masked_softmax_in_place(&probs, mask)?;
-        let context = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch, seq, hidden))?;
+        masked_softmax_in_place(&probs, batch.mask())?;
+        let context = batch.unpad(
+            &probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((texts, seq, hidden))?,
+        )?;
         // Each projection's output is fresh: normalised in place, with the
         // residual added in the same pass.
         let attended = self.attn_out.forward(&context)?;

@@ -45,6 +45,7 @@ mod minilm;
 mod norm;
 mod packed;
 mod pooling;
+mod ragged;
 mod softmax;
 mod tokenize;
 

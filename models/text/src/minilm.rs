@@ -2,22 +2,24 @@
 //!
 //! The network is BERT ([`crate::bert`]); this file adds everything around
 //! it that sentence-transformers does in Python: tokenisation with the right
-//! truncation, grouping inputs by length so padding stays small, pooling
-//! under the attention mask, and L2 normalisation.
+//! truncation, batches of texts run end to end without padding
+//! ([`crate::ragged`]), pooling over each text's own tokens, and L2
+//! normalisation.
 
 use std::cmp::Reverse;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use mnemos_models_core::{Encoder, ModelError, Result};
 use tokenizers::Encoding;
 
 use crate::bert::Bert;
 use crate::layout::ModelLayout;
-use crate::pooling::{l2_normalize, pool, Pooling};
+use crate::pooling::{pool_rows, Pooling};
+use crate::ragged::Ragged;
 use crate::runtime_error;
-use crate::tokenize::{pad_batch, PaddedBatch, SentenceTokenizer};
+use crate::tokenize::{ragged_inputs, SentenceTokenizer};
 
 /// Settings for [`MiniLmEncoder::load`]; `None` means "as the model
 /// directory says".
@@ -109,11 +111,7 @@ impl MiniLmEncoder {
                 "max_batch must be at least 1".into(),
             ));
         }
-        let pad_id = u32::try_from(config.pad_token_id).map_err(|_| ModelError::Config {
-            path: model_dir.join("config.json"),
-            message: format!("pad_token_id {} is out of range", config.pad_token_id),
-        })?;
-        let tokenizer = SentenceTokenizer::load(&layout.tokenizer, opts.max_tokens, pad_id)?;
+        let tokenizer = SentenceTokenizer::load(&layout.tokenizer, opts.max_tokens)?;
 
         let device = Device::Cpu;
         // Reading the file into memory keeps this crate free of `unsafe`
@@ -164,8 +162,8 @@ impl MiniLmEncoder {
     /// keeps only the pooled vector.
     ///
     /// Texts run in length-sorted groups of at most `max_batch` as in
-    /// `embed` (so each group pads little), then come back in input order,
-    /// padded on the right to the longest text; padding states are zero.
+    /// `embed`, then come back in input order, padded on the right to the
+    /// longest text; padding states are zero.
     /// Mean-pooling the states under the mask and L2-normalising gives
     /// `embed`'s vectors for a mean-pooling, normalising model.
     pub fn token_states(&self, texts: &[&str]) -> Result<TokenStates> {
@@ -187,46 +185,43 @@ impl MiniLmEncoder {
         for chunk in order.chunks(self.max_batch) {
             let group: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
             let (hidden, _) = self.hidden_states(&group).map_err(runtime_error)?;
-            let hidden = hidden.to_vec3::<f32>().map_err(runtime_error)?;
-            for (&i, rows) in chunk.iter().zip(hidden) {
+            let mut rows = hidden.chunks_exact(dim);
+            for &i in chunk {
                 let len = encodings[i].len();
                 out.mask[i * seq_len..i * seq_len + len].fill(1.0);
-                for (t, state) in rows.into_iter().take(len).enumerate() {
-                    let start = (i * seq_len + t) * dim;
-                    out.states[start..start + dim].copy_from_slice(&state);
+                let start = i * seq_len * dim;
+                for (t, state) in rows.by_ref().take(len).enumerate() {
+                    out.states[start + t * dim..][..dim].copy_from_slice(state);
                 }
             }
         }
         Ok(out)
     }
 
-    /// Final-layer token states of a group of tokenised texts, padded to
-    /// the group's longest: `(rows, seq_len, dim)`, and the batch whose
-    /// `mask` marks the real tokens.
-    fn hidden_states(&self, group: &[&Encoding]) -> candle_core::Result<(Tensor, PaddedBatch)> {
-        let batch = pad_batch(group, self.tokenizer.pad_id(), &self.device)?;
+    /// Final-layer token states of a group of tokenised texts, end to end:
+    /// `tokens × dim` floats, and the batch layout that says whose they are.
+    fn hidden_states(&self, group: &[&Encoding]) -> candle_core::Result<(Vec<f32>, Ragged)> {
+        let (ids, type_ids, batch) = ragged_inputs(group, &self.device)?;
         let span = tracing::debug_span!(
             "minilm_forward",
             rows = group.len(),
-            seq_len = batch.seq_len
+            tokens = batch.tokens()
         );
         let _entered = span.enter();
-        let hidden = self
-            .model
-            .forward(&batch.ids, &batch.type_ids, &batch.mask)?;
-        Ok((hidden, batch))
+        let hidden = self.model.forward(&ids, &type_ids, &batch)?;
+        Ok((hidden.flatten_all()?.to_vec1::<f32>()?, batch))
     }
 
     /// One forward pass over a group of tokenised texts, pooled.
     fn forward(&self, group: &[&Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
         let (hidden, batch) = self.hidden_states(group)?;
-        let pooled = pool(&hidden, &batch.mask, self.pooling)?;
-        let pooled: Tensor = if self.normalize {
-            l2_normalize(&pooled)?
-        } else {
-            pooled
-        };
-        pooled.to_vec2()
+        Ok(pool_rows(
+            &hidden,
+            self.dim,
+            batch.lengths(),
+            self.pooling,
+            self.normalize,
+        ))
     }
 }
 
@@ -241,8 +236,9 @@ impl Encoder for MiniLmEncoder {
 
     /// Returns unit-length vectors unless normalisation was turned off (see
     /// [`MiniLmEncoder::normalizes`]). Inputs are sorted by token count and
-    /// run in groups of at most `max_batch`, so each group pads little;
-    /// outputs come back in input order.
+    /// run in groups of at most `max_batch`: no group computes padding in
+    /// its linear layers, and sorting keeps what attention pads small.
+    /// Outputs come back in input order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let encodings = texts
             .iter()

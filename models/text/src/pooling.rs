@@ -3,10 +3,8 @@
 //! Sentence-BERT (Reimers & Gurevych 2019, arXiv:1908.10084, §3) found the
 //! mean of the token vectors to work better than the `[CLS]` vector for
 //! sentence similarity; all-MiniLM-L6-v2 uses the mean, some other
-//! checkpoints (e.g. BGE) use `[CLS]`. Padding positions must not count
-//! towards the mean, so it is taken under the attention mask.
-
-use candle_core::{DType, Result, Tensor, D};
+//! checkpoints (e.g. BGE) use `[CLS]`. The mean is over the text's own
+//! tokens; batches carry no padding rows to leave out.
 
 /// How token vectors are combined into a sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,73 +16,74 @@ pub enum Pooling {
     Cls,
 }
 
-/// Pools `hidden` `(batch, seq, dim)` into `(batch, dim)`; `mask` is
-/// `(batch, seq)` with 1 for real tokens and 0 for padding, in `hidden`'s
-/// dtype.
-pub(crate) fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling) -> Result<Tensor> {
-    match pooling {
-        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1),
-        Pooling::Mean => {
-            let summed = hidden.broadcast_mul(&mask.unsqueeze(D::Minus1)?)?.sum(1)?;
-            // sentence-transformers clamps the count at 1e-9; our sequences
-            // always hold [CLS] and [SEP], so this only guards a zero mask.
-            let counts = mask.sum_keepdim(1)?.clamp(1e-9, f64::MAX)?;
-            summed.broadcast_div(&counts)
+/// Pools the rows of `hidden`, texts of `lengths` rows each laid end to end
+/// in rows of `dim` floats, into one vector per text, scaled to unit L2
+/// norm when `normalize` is set (a dot product of two outputs is then their
+/// cosine similarity). Like PyTorch's `F.normalize`, a zero vector stays
+/// zero instead of becoming NaN.
+pub(crate) fn pool_rows(
+    hidden: &[f32],
+    dim: usize,
+    lengths: &[usize],
+    pooling: Pooling,
+    normalize: bool,
+) -> Vec<Vec<f32>> {
+    let mut out = Vec::with_capacity(lengths.len());
+    let mut start = 0;
+    for &len in lengths {
+        let text = &hidden[start * dim..(start + len) * dim];
+        start += len;
+        let mut v = vec![0f32; dim];
+        match pooling {
+            Pooling::Cls => {
+                if let Some(first) = text.get(..dim) {
+                    v.copy_from_slice(first);
+                }
+            }
+            Pooling::Mean => {
+                for row in text.chunks_exact(dim) {
+                    for (acc, x) in v.iter_mut().zip(row) {
+                        *acc += x;
+                    }
+                }
+                // sentence-transformers clamps the count at 1e-9; a text
+                // always holds [CLS] and [SEP], so this only guards zero.
+                let inv = 1.0 / (len.max(1) as f32);
+                v.iter_mut().for_each(|x| *x *= inv);
+            }
         }
+        if normalize {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+        out.push(v);
     }
-}
-
-/// Scales each row of `x` `(batch, dim)` to unit L2 norm, so that a dot
-/// product of two outputs is their cosine similarity. Like PyTorch's
-/// `F.normalize`, a zero row stays zero instead of becoming NaN.
-pub(crate) fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norms = x
-        .to_dtype(DType::F32)?
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12, f64::MAX)?;
-    x.broadcast_div(&norms.to_dtype(x.dtype())?)
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
-    fn hidden() -> Tensor {
-        // Two sequences of three tokens, dim 2; the second has one pad token.
-        let data: Vec<f32> = vec![
-            1.0, 2.0, 3.0, 4.0, 5.0, 6.0, //
-            2.0, 0.0, 4.0, 0.0, 100.0, 100.0,
-        ];
-        Tensor::from_vec(data, (2, 3, 2), &Device::Cpu).expect("shape matches")
-    }
-
-    fn mask() -> Tensor {
-        Tensor::from_vec(vec![1f32, 1., 1., 1., 1., 0.], (2, 3), &Device::Cpu)
-            .expect("shape matches")
-    }
+    /// Two texts, dim 2: three tokens, then two.
+    const HIDDEN: [f32; 10] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 2.0, 0.0, 4.0, 0.0];
 
     #[test]
-    fn mean_ignores_padding() -> Result<()> {
-        let pooled = pool(&hidden(), &mask(), Pooling::Mean)?.to_vec2::<f32>()?;
+    fn mean_is_over_each_texts_own_rows() {
+        let pooled = pool_rows(&HIDDEN, 2, &[3, 2], Pooling::Mean, false);
         assert_eq!(pooled, vec![vec![3.0, 4.0], vec![3.0, 0.0]]);
-        Ok(())
     }
 
     #[test]
-    fn cls_takes_first_token() -> Result<()> {
-        let pooled = pool(&hidden(), &mask(), Pooling::Cls)?.to_vec2::<f32>()?;
+    fn cls_takes_first_token() {
+        let pooled = pool_rows(&HIDDEN, 2, &[3, 2], Pooling::Cls, false);
         assert_eq!(pooled, vec![vec![1.0, 2.0], vec![2.0, 0.0]]);
-        Ok(())
     }
 
     #[test]
-    fn normalize_gives_unit_rows_and_keeps_zero_rows() -> Result<()> {
-        let x = Tensor::from_vec(vec![3f32, 4., 0., 0.], (2, 2), &Device::Cpu)?;
-        let y = l2_normalize(&x)?.to_vec2::<f32>()?;
+    fn normalize_gives_unit_rows_and_keeps_zero_rows() {
+        let x = [3f32, 4., 0., 0.];
+        let y = pool_rows(&x, 2, &[1, 1], Pooling::Cls, true);
         assert_eq!(y, vec![vec![0.6, 0.8], vec![0.0, 0.0]]);
-        Ok(())
     }
 }
