@@ -301,6 +301,18 @@ impl Report {
                 "{abandoned} requests were still in flight when the run stopped waiting"
             ));
         }
+        // HTTP/1.1 carries one request per connection at a time: beyond
+        // `connections` in flight, requests queue in the harness. Sent on
+        // schedule by the clock, they are late on the wire, and the wait is
+        // in their latencies (from the intended send time), not the server.
+        if meta.mode == "open" && peak_in_flight > meta.connections {
+            warnings.push(format!(
+                "{peak_in_flight} requests were in flight at the peak on {} connections: \
+                 requests waited in the harness for a free connection, and their latencies \
+                 include that wait; raise --connections",
+                meta.connections
+            ));
+        }
         let (steps, sustainable_rate) = match steps {
             Some((s, r)) => (Some(s), r),
             None => (None, None),
@@ -407,19 +419,24 @@ mod tests {
         }
     }
 
-    /// The field names are the contract of `schema_version` 1.
-    #[test]
-    fn json_has_the_contract_fields() {
-        let report = Report::build(
+    /// An open-loop run of one phase whose peak was `peak_in_flight`.
+    fn open_run(peak_in_flight: usize) -> Report {
+        Report::build(
             &meta(),
             &["search:bm25".into()],
             &[phase()],
             &merge_phases(&[phase()]),
             None,
             Correctness::default(),
-            3,
+            peak_in_flight,
             Vec::new(),
-        );
+        )
+    }
+
+    /// The field names are the contract of `schema_version` 1.
+    #[test]
+    fn json_has_the_contract_fields() {
+        let report = open_run(3);
         let v = serde_json::to_value(&report).unwrap();
         for key in [
             "schema_version",
@@ -464,6 +481,27 @@ mod tests {
         assert!((t["p50_ms"].as_f64().unwrap() - 5.0).abs() < 0.01);
         assert_eq!(v["series"]["search:bm25"][0]["t_s"], 0);
         assert!(report.markdown().contains("| search:bm25 | 10 | 10 | 0 |"));
+        assert!(
+            report.harness.warnings.is_empty(),
+            "{:?}",
+            report.harness.warnings
+        );
+    }
+
+    /// More requests in flight than connections: they queued in the
+    /// harness, which the report must say.
+    #[test]
+    fn requests_beyond_the_connections_are_flagged() {
+        let report = open_run(5);
+        assert!(
+            report
+                .harness
+                .warnings
+                .iter()
+                .any(|w| w.contains("5 requests were in flight at the peak on 4 connections")),
+            "{:?}",
+            report.harness.warnings
+        );
     }
 
     #[test]
