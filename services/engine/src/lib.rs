@@ -10,6 +10,7 @@
 //! store at start-up) but can never resurrect a removed id.
 
 pub mod beir;
+mod compute;
 mod disk;
 mod embed;
 pub mod eval;

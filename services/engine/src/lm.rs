@@ -1,7 +1,8 @@
 //! The language-model service behind `/v1/lm/*`: the models found under
-//! `lm.models_dir`, generation and scoring on tokio's blocking pool (never
-//! on the async workers), at most `lm.workers` at once and `queue_capacity`
-//! waiting, 503 beyond.
+//! `lm.models_dir`, generation and scoring on a pool of `lm.workers`
+//! compute threads (never on the async workers; see [`crate::compute`] for
+//! why not tokio's blocking threads), at most `lm.workers` at once and
+//! `queue_capacity` waiting, 503 beyond.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +20,7 @@ use mnemos_lm::GenerateOptions;
 use mnemos_models_core::Encoder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::compute::ComputePool;
 pub use crate::lm_models::{load_anchor, load_trained, LmModel, ServedLm};
 use crate::{blocking, EngineError, Pending, Result};
 
@@ -34,6 +36,7 @@ pub struct LmService {
     settings: LmSettings,
     permits: Arc<Semaphore>,
     pending: Arc<AtomicUsize>,
+    pub(crate) compute: Arc<ComputePool>,
 }
 
 /// Loads the trained models under `settings.models_dir` and the anchor
@@ -79,6 +82,7 @@ impl LmService {
             models,
             permits: Arc::new(Semaphore::new(settings.workers().max(1))),
             pending: Arc::new(AtomicUsize::new(0)),
+            compute: ComputePool::new("lm", settings.workers()),
             settings: settings.clone(),
         })
     }
@@ -162,7 +166,7 @@ impl LmService {
         job: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let _admitted = self.admit().await?;
-        blocking(job).await
+        self.compute.run(job).await
     }
 
     /// A place in the queue, then a worker slot: held for as long as the

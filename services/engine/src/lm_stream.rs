@@ -12,11 +12,13 @@
 //! a worker waiting; a client that goes away closes the channel and
 //! generation stops at the next token.
 
+use std::sync::Arc;
+
 use mnemos_api::{LmGenerateRequest, LmGenerateResponse};
 use tokio::sync::mpsc;
 
 use crate::lm::{LmService, Ready};
-use crate::{blocking, EngineError, Result};
+use crate::{EngineError, Result};
 
 /// One event of a streamed generation.
 #[derive(Debug)]
@@ -42,12 +44,13 @@ impl LmService {
     ) -> Result<mpsc::Receiver<LmStreamEvent>> {
         let generation = self.prepare(req)?;
         let admitted = self.admit().await?;
-        let generation = blocking(move || generation.ready()).await?;
+        let generation = self.compute.run(move || generation.ready()).await?;
         // A piece per token at most, a last piece and the final event.
         let (tx, rx) = mpsc::channel(generation.max_tokens() + 2);
+        let compute = Arc::clone(&self.compute);
         tokio::spawn(async move {
             let events = tx.clone();
-            let result = blocking(move || stream(generation, &events)).await;
+            let result = compute.run(move || stream(generation, &events)).await;
             drop(admitted);
             let last = match result {
                 Ok(done) => LmStreamEvent::Done(done),
