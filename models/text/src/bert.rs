@@ -14,17 +14,16 @@
 //! - separate query, key and value products and a separate `1/√d` scaling:
 //!   one fused projection whose query rows are pre-scaled at load time.
 //!
-//! A batch runs its texts end to end as one `(tokens, hidden)` matrix,
-//! padded only inside attention ([`crate::ragged`]), so the linear layers
-//! never compute padding rows.
-//!
-//! The linear layers multiply by weights packed once at load
-//! ([`crate::packed`]) rather than re-packed by gemm on every call, which
-//! dominated short inputs such as search queries.
-//!
-//! - layer norms handed to rayon's pool one by one (candle-nn's runs its
-//!   rows through `par_iter`): our own, on the calling thread, with the
-//!   residual addition in the same pass, see [`crate::norm`].
+//! Later profiles of serving removed more:
+//! - gemm re-packing each weight on every call, which dominated short
+//!   inputs such as search queries: the linear layers multiply by weights
+//!   packed once at load ([`crate::packed`]);
+//! - layer norms handed to rayon's pool one call at a time (candle-nn's
+//!   runs its rows through `par_iter`): our own, on the calling thread,
+//!   with the residual addition in the same pass ([`crate::norm`]);
+//! - padding: a batch runs its texts end to end as one `(tokens, hidden)`
+//!   matrix, padded only inside attention ([`crate::ragged`]), so the
+//!   linear layers never compute padding rows.
 //!
 //! The layer norms and the in-place softmax and GELU have no gradient:
 //! do not fine-tune through this module.
