@@ -55,8 +55,6 @@ pub(crate) struct BertConfig {
     pub type_vocab_size: usize,
     pub layer_norm_eps: f64,
     #[serde(default)]
-    pub pad_token_id: usize,
-    #[serde(default)]
     pub position_embedding_type: Option<String>,
     #[serde(default)]
     pub model_type: Option<String>,

@@ -207,20 +207,24 @@ mod tests {
         (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
     }
 
-    /// Layer norm of `x + residual` in f64, row by row.
-    fn reference(x: &[f32], residual: &[f32], g: &[f32], b: &[f32], eps: f64) -> Vec<f32> {
+    /// Layer norm of `x + residual` `(rows, width)` in f64, row by row, with
+    /// BERT's ε of 1e-12.
+    fn reference(x: &Tensor, residual: &Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let x: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let residual: Vec<f32> = residual.flatten_all()?.to_vec1()?;
+        let (g, b): (Vec<f32>, Vec<f32>) = (g.to_vec1()?, b.to_vec1()?);
         let width = g.len();
         let mut out = Vec::with_capacity(x.len());
         for (xs, rs) in x.chunks(width).zip(residual.chunks(width)) {
             let row: Vec<f64> = xs.iter().zip(rs).map(|(a, b)| f64::from(a + b)).collect();
             let mean = row.iter().sum::<f64>() / width as f64;
             let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / width as f64;
-            let scale = 1.0 / (var + eps).sqrt();
-            for ((v, g), b) in row.iter().zip(g).zip(b) {
+            let scale = 1.0 / (var + 1e-12).sqrt();
+            for ((v, g), b) in row.iter().zip(&g).zip(&b) {
                 out.push(((v - mean) * scale * f64::from(*g) + f64::from(*b)) as f32);
             }
         }
-        out
+        Tensor::from_vec(out, (x.len() / width, width), &Device::Cpu)
     }
 
     /// Against an f64 reference and candle-nn's layer norm, for widths
@@ -238,15 +242,7 @@ mod tests {
             let norm = LayerNorm::new(g.to_vec1()?, b.to_vec1()?, 1e-12)?;
             let got = x.copy()?;
             norm.add_forward_in_place(&got, &residual)?;
-            let want = reference(
-                &x.flatten_all()?.to_vec1()?,
-                &residual.flatten_all()?.to_vec1()?,
-                &g.to_vec1()?,
-                &b.to_vec1()?,
-                1e-12,
-            );
-            let want = Tensor::from_vec(want, (rows, width), &dev)?;
-            let diff = worst(&got, &want)?;
+            let diff = worst(&got, &reference(&x, &residual, &g, &b)?)?;
             assert!(diff < 1e-5, "{rows}x{width}+{offset}: {diff}");
             if offset == 0.0 {
                 let candle = candle_nn::ops::layer_norm(&(&x + &residual)?, &g, &b, 1e-12)?;
@@ -255,15 +251,7 @@ mod tests {
 
             let alone = x.copy()?;
             norm.forward_in_place(&alone)?;
-            let zeros = residual.zeros_like()?;
-            let want = reference(
-                &x.flatten_all()?.to_vec1()?,
-                &zeros.flatten_all()?.to_vec1()?,
-                &g.to_vec1()?,
-                &b.to_vec1()?,
-                1e-12,
-            );
-            let want = Tensor::from_vec(want, (rows, width), &dev)?;
+            let want = reference(&x, &residual.zeros_like()?, &g, &b)?;
             assert!(worst(&alone, &want)? < 1e-5);
         }
         Ok(())

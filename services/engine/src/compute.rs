@@ -13,13 +13,14 @@
 //! a [`ComputePool`] runs on one of the pool's threads, where the same
 //! calls run inline: one hand-over per job instead of per operation.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use crate::{blocking, Result};
+use crate::{blocking, EngineError, Result};
 
 /// A fixed set of compute threads (one per concurrent job the caller
 /// admits). `None` inside when the threads could not be started: jobs
-/// then run on the calling blocking thread, as before.
+/// then run on tokio's blocking pool, as before.
 pub(crate) struct ComputePool(Option<rayon::ThreadPool>);
 
 impl ComputePool {
@@ -42,25 +43,24 @@ impl ComputePool {
     }
 
     /// Runs `job` on one of the pool's threads; the caller's task waits
-    /// without blocking a tokio worker.
+    /// without blocking any thread. A job that panics answers an internal
+    /// error (rayon would abort the process on a panic in a spawned job).
     pub async fn run<T: Send + 'static>(
-        self: &Arc<Self>,
+        &self,
         job: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let me = Arc::clone(self);
-        blocking(move || match &me.0 {
-            Some(pool) => pool.install(job),
-            None => job(),
-        })
-        .await
-    }
-}
-
-impl std::fmt::Debug for ComputePool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(pool) => write!(f, "ComputePool({} threads)", pool.current_num_threads()),
-            None => f.write_str("ComputePool(none)"),
+        let Some(pool) = &self.0 else {
+            return blocking(job).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        pool.spawn(move || {
+            // The caller may have gone away; nothing to tell then.
+            let _ = tx.send(catch_unwind(AssertUnwindSafe(job)));
+        });
+        match rx.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(EngineError::Internal("a compute job panicked".into())),
+            Err(_) => Err(EngineError::Internal("a compute job was dropped".into())),
         }
     }
 }
@@ -68,7 +68,6 @@ impl std::fmt::Debug for ComputePool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EngineError;
     use rayon::prelude::*;
 
     /// A job runs on a pool thread, and a `par_iter` inside it (what
